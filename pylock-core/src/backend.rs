@@ -1,0 +1,174 @@
+//! The contract between the core and a lock server: a handful of atomic primitives.
+//!
+//! Everything else (waiting, timeouts, tokens, key prefixes, guards) lives once in the core,
+//! so a backend implements only what must happen on the server in one atomic step.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::notice::ReleaseNotice;
+use crate::token::Token;
+
+/// The result of one acquire attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Attempt {
+    /// The lock is ours until the TTL runs out.
+    Acquired {
+        /// A fencing token, strictly increasing per key, if the backend gives them.
+        fence: Option<u64>,
+    },
+    /// Someone else holds the lock.
+    Held {
+        /// How long the holder's lock has left, if the backend can tell in the same round
+        /// trip. A waiter never sleeps past this: the lock is free by then at the latest.
+        remaining: Option<Duration>,
+    },
+}
+
+/// What a backend can and cannot do; the core and the conformance suite read it.
+///
+/// Build one with [`Capabilities::default`] and the `with_*` methods:
+///
+/// ```
+/// use std::time::Duration;
+/// use pylock_core::Capabilities;
+///
+/// let caps = Capabilities::default()
+///     .with_notifications(true)
+///     .with_ttl_granularity(Duration::from_secs(1));
+/// assert!(caps.exclusive);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Whether the backend really excludes other holders. Only `open://` says no.
+    pub exclusive: bool,
+    /// Whether successful attempts carry fencing tokens that strictly increase per key.
+    pub fencing: bool,
+    /// Whether [`LockBackend::subscribe`] delivers release notices, so waiters wake on release
+    /// instead of polling.
+    pub notifications: bool,
+    /// The server's TTL resolution. TTLs are rounded *up* to it, never down.
+    pub ttl_granularity: Duration,
+    /// The longest TTL the server represents correctly; longer expiries are refused.
+    pub max_ttl: Option<Duration>,
+    /// The longest server key (prefix included) the backend accepts, if it cannot encode
+    /// longer ones itself.
+    pub max_key_len: Option<usize>,
+}
+
+impl Default for Capabilities {
+    /// An exclusive backend with millisecond TTLs, no fencing, no notifications, no limits.
+    fn default() -> Self {
+        Capabilities {
+            exclusive: true,
+            fencing: false,
+            notifications: false,
+            ttl_granularity: Duration::from_millis(1),
+            max_ttl: None,
+            max_key_len: None,
+        }
+    }
+}
+
+impl Capabilities {
+    /// Sets [`exclusive`](Self::exclusive).
+    pub const fn with_exclusive(mut self, exclusive: bool) -> Self {
+        self.exclusive = exclusive;
+        self
+    }
+
+    /// Sets [`fencing`](Self::fencing).
+    pub const fn with_fencing(mut self, fencing: bool) -> Self {
+        self.fencing = fencing;
+        self
+    }
+
+    /// Sets [`notifications`](Self::notifications).
+    pub const fn with_notifications(mut self, notifications: bool) -> Self {
+        self.notifications = notifications;
+        self
+    }
+
+    /// Sets [`ttl_granularity`](Self::ttl_granularity).
+    pub const fn with_ttl_granularity(mut self, granularity: Duration) -> Self {
+        self.ttl_granularity = granularity;
+        self
+    }
+
+    /// Sets [`max_ttl`](Self::max_ttl).
+    pub const fn with_max_ttl(mut self, max_ttl: Option<Duration>) -> Self {
+        self.max_ttl = max_ttl;
+        self
+    }
+
+    /// Sets [`max_key_len`](Self::max_key_len).
+    pub const fn with_max_key_len(mut self, max_key_len: Option<usize>) -> Self {
+        self.max_key_len = max_key_len;
+        self
+    }
+}
+
+/// A lock server, reduced to its atomic primitives.
+///
+/// Implement this to add a backend; register it under a URL scheme with
+/// [`Registry::register`](crate::Registry::register), or hand an `Arc` of it to
+/// [`Locks::new`](crate::Locks::new). Run the conformance suite (feature `conformance`)
+/// against it. The core has already validated the key and TTL, added the key prefix and made
+/// the token when these are called.
+///
+/// Keys are the full server keys (prefix included). TTLs are at least one millisecond and
+/// within [`Capabilities::max_ttl`].
+#[async_trait]
+pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
+    /// A short name for errors and traces, e.g. `"redis"`.
+    fn name(&self) -> &'static str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// One acquire attempt, atomic on the server: store `token` under `key` with a TTL of
+    /// `ttl` (rounded up to the granularity) only if `key` is free.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`](crate::Error::Unavailable) when the server cannot be reached
+    /// (the wait loop retries), [`Error::Backend`](crate::Error::Backend) otherwise.
+    async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt>;
+
+    /// Deletes `key` only if it still holds `token`, atomically, and tells waiters.
+    ///
+    /// Returns whether `token` held the lock. `false` means nothing was changed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn release(&self, key: &str, token: &Token) -> Result<bool>;
+
+    /// Sets the TTL of `key` to `ttl` only if it still holds `token`, atomically.
+    ///
+    /// Returns whether `token` held the lock. `false` means nothing was changed.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool>;
+
+    /// Starts listening for releases of `key`, for a waiter that is about to make its first
+    /// attempt. Backends that claim [`Capabilities::notifications`] return `Some`; the
+    /// subscription must be active on the server when this returns, so that a release between
+    /// the waiter's attempt and its wait still wakes it. The default returns `None` (the
+    /// waiter polls with backoff).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
+        let _ = key;
+        Ok(None)
+    }
+}

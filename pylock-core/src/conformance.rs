@@ -1,0 +1,716 @@
+//! The behaviour suite every backend runs: built-in ones and third parties' alike.
+//!
+//! Each check is a public async function that panics (like `assert!`) when the backend breaks
+//! the rule it names. [`run_all`] runs the checks that apply to the backend's
+//! [`Capabilities`] (an `open://` backend is not exclusive, so mutual exclusion is not asked of
+//! it) and returns which ran and which were skipped and why.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use std::sync::Arc;
+//! use pylock_core::{conformance, MemoryBackend};
+//!
+//! let report = conformance::run_all(Arc::new(MemoryBackend::new())).await;
+//! assert!(report.skipped.is_empty());
+//! # }
+//! ```
+//!
+//! Checks use keys under a fresh random prefix, so several runs may share one server. They
+//! measure time only to tell mechanisms apart (a waiter woken by a release notice versus one
+//! that could only have polled), with margins of seconds.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use crate::backend::{Attempt, Capabilities, LockBackend};
+use crate::error::{Error, Result};
+use crate::guard::LockGuard;
+use crate::lock::{Lock, Locks, MAX_EXPIRES};
+use crate::notice::ReleaseNotice;
+use crate::settings::{Backoff, DEFAULT_KEY_PREFIX};
+use crate::token::Token;
+
+type CheckFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// One rule of the suite.
+#[derive(Debug, Clone, Copy)]
+pub struct Check {
+    /// The check's name, also the name of its function in this module.
+    pub name: &'static str,
+    /// Why it does not apply to a backend with these capabilities, if it does not.
+    pub skip_reason: fn(&Capabilities) -> Option<&'static str>,
+    run: fn(Arc<dyn LockBackend>) -> CheckFuture,
+}
+
+impl Check {
+    /// Runs the check; panics if the backend breaks the rule.
+    pub async fn run(&self, backend: Arc<dyn LockBackend>) {
+        (self.run)(backend).await;
+    }
+}
+
+/// What [`run_all`] did.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The checks that ran and passed.
+    pub passed: Vec<&'static str>,
+    /// The checks that do not apply, with the reason.
+    pub skipped: Vec<(&'static str, &'static str)>,
+}
+
+fn always(_: &Capabilities) -> Option<&'static str> {
+    None
+}
+
+fn needs_exclusive(caps: &Capabilities) -> Option<&'static str> {
+    (!caps.exclusive).then_some("the backend does not exclude other holders")
+}
+
+fn needs_notifications(caps: &Capabilities) -> Option<&'static str> {
+    needs_exclusive(caps).or((!caps.notifications).then_some("the backend has no release notices"))
+}
+
+fn needs_fencing(caps: &Capabilities) -> Option<&'static str> {
+    needs_exclusive(caps).or((!caps.fencing).then_some("the backend gives no fencing tokens"))
+}
+
+macro_rules! checks {
+    ($($name:ident: $skip:expr),* $(,)?) => {
+        /// Every check of the suite, in the order [`run_all`] runs them.
+        pub const CHECKS: &[Check] = &[
+            $(Check {
+                name: stringify!($name),
+                skip_reason: $skip,
+                run: |backend| Box::pin($name(backend)),
+            }),*
+        ];
+    };
+}
+
+checks! {
+    bad_input_is_rejected: always,
+    key_prefix_is_applied: always,
+    zero_timeout_is_one_attempt: always,
+    validity_counts_from_the_request: always,
+    holder_excludes_others: needs_exclusive,
+    only_the_owner_releases_or_extends: needs_exclusive,
+    timeout_is_kept: needs_exclusive,
+    expiry_frees_the_lock: needs_exclusive,
+    lost_lock_release_and_extend_change_nothing: needs_exclusive,
+    extend_keeps_the_lock: needs_exclusive,
+    dropped_guard_is_released: needs_exclusive,
+    cancelled_acquire_leaves_no_lock: needs_exclusive,
+    mutual_exclusion_under_contention: needs_exclusive,
+    waiter_wakes_on_release: needs_notifications,
+    release_between_attempt_and_wait_still_wakes: needs_notifications,
+    fencing_tokens_increase: needs_fencing,
+}
+
+/// Runs every check that applies to `backend`; panics at the first failure.
+pub async fn run_all(backend: Arc<dyn LockBackend>) -> Report {
+    let caps = backend.capabilities();
+    let mut report = Report::default();
+    for check in CHECKS {
+        match (check.skip_reason)(&caps) {
+            Some(reason) => report.skipped.push((check.name, reason)),
+            None => {
+                tracing::info!(check = check.name, backend = backend.name(), "conformance");
+                check.run(Arc::clone(&backend)).await;
+                report.passed.push(check.name);
+            }
+        }
+    }
+    report
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A client with a fresh key prefix, so checks never see each other's locks.
+fn client(backend: &Arc<dyn LockBackend>) -> Locks {
+    let unique = Token::generate().map(|t| t.to_hex()).unwrap_or_default();
+    Locks::new(Arc::clone(backend))
+        .key_prefix(format!("conformance:{}:", &unique[..12]))
+        .timeout(Duration::from_secs(30))
+        .expires(Duration::from_secs(30))
+}
+
+/// The shortest TTL worth testing expiry with on this backend: 300 ms, or two ticks of a
+/// coarse server clock.
+fn short_ttl(backend: &Arc<dyn LockBackend>) -> Duration {
+    let granularity = backend.capabilities().ttl_granularity;
+    Duration::from_millis(300).max(granularity * 2)
+}
+
+/// How long after a TTL ends the server may still show the key (coarse clocks, lazy expiry).
+fn expiry_slack(backend: &Arc<dyn LockBackend>) -> Duration {
+    backend.capabilities().ttl_granularity * 2 + Duration::from_secs(3)
+}
+
+async fn must_acquire(lock: &Lock) -> LockGuard {
+    match lock.acquire().await {
+        Ok(guard) => guard,
+        Err(error) => panic!("acquiring {:?} failed: {error}", lock.key()),
+    }
+}
+
+async fn assert_held_by_someone(lock: &Lock, why: &str) {
+    match lock.try_acquire().await {
+        Ok(None) => {}
+        Ok(Some(_)) => panic!("{:?} could be acquired although {why}", lock.key()),
+        Err(error) => panic!("try_acquire of {:?} failed: {error}", lock.key()),
+    }
+}
+
+/// Wraps a backend to watch and steer what the core does with it.
+#[derive(Debug)]
+struct Probe {
+    inner: Arc<dyn LockBackend>,
+    attempts: AtomicUsize,
+    keys: Mutex<Vec<String>>,
+    /// Pause before answering an attempt that acquired.
+    delay_after_acquire: Duration,
+    /// Released (key, token) right after the first attempt that found the lock held, before
+    /// that attempt's answer reaches the waiter.
+    release_after_held: Mutex<Option<(String, Token)>>,
+}
+
+impl Probe {
+    fn new(inner: &Arc<dyn LockBackend>) -> Self {
+        Probe {
+            inner: Arc::clone(inner),
+            attempts: AtomicUsize::new(0),
+            keys: Mutex::default(),
+            delay_after_acquire: Duration::ZERO,
+            release_after_held: Mutex::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl LockBackend for Probe {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(key.to_owned());
+        let attempt = self.inner.try_acquire(key, token, ttl).await?;
+        match attempt {
+            Attempt::Acquired { .. } if !self.delay_after_acquire.is_zero() => {
+                tokio::time::sleep(self.delay_after_acquire).await;
+            }
+            Attempt::Held { .. } => {
+                let pending = self
+                    .release_after_held
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take();
+                if let Some((key, token)) = pending {
+                    assert!(
+                        self.inner.release(&key, &token).await?,
+                        "the holder's release failed"
+                    );
+                }
+            }
+            _ => {}
+        }
+        Ok(attempt)
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> Result<bool> {
+        self.inner.release(key, token).await
+    }
+
+    async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
+        self.inner.extend(key, token, ttl).await
+    }
+
+    async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
+        self.inner.subscribe(key).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checks
+
+/// Empty keys, zero, too long or overflowing durations are typed errors, and nothing is
+/// locked by a refused request.
+pub async fn bad_input_is_rejected(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let lock = locks.lock("bad-input");
+
+    let empty = locks.lock("").acquire().await;
+    assert!(
+        matches!(empty, Err(Error::InvalidKey { .. })),
+        "empty key: {empty:?}"
+    );
+    for (expires, why) in [
+        (Duration::ZERO, "zero expiry"),
+        (MAX_EXPIRES + Duration::from_secs(1), "expiry past MAX_EXPIRES"),
+        (Duration::MAX, "Duration::MAX expiry"),
+    ] {
+        let result = lock.clone().expires(expires).acquire().await;
+        assert!(
+            matches!(result, Err(Error::InvalidOption { .. })),
+            "{why}: {result:?}"
+        );
+    }
+    if let Some(max) = backend.capabilities().max_ttl {
+        let result = lock
+            .clone()
+            .expires(max + Duration::from_secs(1))
+            .acquire()
+            .await;
+        assert!(
+            matches!(result, Err(Error::InvalidOption { .. })),
+            "expiry past the backend's max_ttl: {result:?}"
+        );
+    }
+    let overflow = lock.clone().timeout(Duration::MAX).acquire().await;
+    assert!(
+        matches!(overflow, Err(Error::InvalidOption { .. })),
+        "overflowing timeout: {overflow:?}"
+    );
+    if let Some(max) = backend.capabilities().max_key_len {
+        let long = locks.lock("k".repeat(max + 1)).acquire().await;
+        assert!(
+            matches!(long, Err(Error::InvalidKey { .. })),
+            "key over max_key_len: {long:?}"
+        );
+    }
+
+    // None of that took the lock.
+    let mut guard = lock
+        .try_acquire()
+        .await
+        .expect("try_acquire after refused requests")
+        .expect("refused requests left the lock free");
+    let zero = guard.extend(Duration::ZERO).await;
+    assert!(
+        matches!(zero, Err(Error::InvalidOption { .. })),
+        "extend by zero: {zero:?}"
+    );
+    guard.release().await.expect("release");
+}
+
+/// Lock `somekey` is server key `pylock:somekey`; the prefix can be changed per client and per
+/// lock, and the same name under two prefixes is two locks.
+pub async fn key_prefix_is_applied(backend: Arc<dyn LockBackend>) {
+    let probe = Arc::new(Probe::new(&backend));
+    let probed: Arc<dyn LockBackend> = probe.clone();
+    let unique = client(&backend).settings().key_prefix.clone();
+
+    let default = Locks::new(Arc::clone(&probed));
+    assert_eq!(default.settings().key_prefix, DEFAULT_KEY_PREFIX);
+    let name = format!("{unique}somekey");
+    let guard = must_acquire(&default.lock(name.as_str())).await;
+    assert_eq!(guard.server_key(), format!("pylock:{name}"));
+    assert_eq!(guard.key(), name);
+
+    let custom = default.clone().key_prefix("app:");
+    let other = must_acquire(&custom.lock(name.as_str()).timeout(Duration::ZERO)).await;
+    let per_lock = must_acquire(
+        &custom
+            .lock(name.as_str())
+            .key_prefix("job:")
+            .timeout(Duration::ZERO),
+    )
+    .await;
+    let keys = probe
+        .keys
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    assert_eq!(
+        keys,
+        vec![
+            format!("pylock:{name}"),
+            format!("app:{name}"),
+            format!("job:{name}")
+        ]
+    );
+    for guard in [guard, other, per_lock] {
+        guard.release().await.expect("release");
+    }
+}
+
+/// A timeout of zero makes exactly one attempt, held or not.
+pub async fn zero_timeout_is_one_attempt(backend: Arc<dyn LockBackend>) {
+    let probe = Arc::new(Probe::new(&backend));
+    let locks = client(&(probe.clone() as Arc<dyn LockBackend>));
+    let lock = locks.lock("zero-timeout");
+    let holder = must_acquire(&lock).await;
+    probe.attempts.store(0, Ordering::SeqCst);
+
+    let result = lock.clone().timeout(Duration::ZERO).acquire().await;
+    assert_eq!(probe.attempts.load(Ordering::SeqCst), 1, "attempts");
+    if backend.capabilities().exclusive {
+        match result {
+            Err(Error::Timeout { key, .. }) => assert_eq!(key, "zero-timeout"),
+            other => panic!("a held lock with timeout 0 gave {other:?}"),
+        }
+    } else if let Ok(guard) = result {
+        guard.release().await.expect("release");
+    } else {
+        panic!("a non-exclusive backend refused: {result:?}");
+    }
+    holder.release().await.expect("release");
+}
+
+/// A guard's validity is counted from when the acquire request was sent, not from when its
+/// answer arrived (safety rule 3).
+pub async fn validity_counts_from_the_request(backend: Arc<dyn LockBackend>) {
+    let delay = Duration::from_millis(400);
+    let mut probe = Probe::new(&backend);
+    probe.delay_after_acquire = delay;
+    let locks = client(&(Arc::new(probe) as Arc<dyn LockBackend>));
+    let expires = Duration::from_secs(5);
+    let guard = must_acquire(&locks.lock("validity").expires(expires)).await;
+    assert!(
+        guard.remaining() <= expires - delay,
+        "{:?} left of {expires:?} although the answer took {delay:?}",
+        guard.remaining()
+    );
+    assert!(guard.held_for() >= delay);
+    guard.release().await.expect("release");
+}
+
+/// While one owner holds the lock, nobody else gets it; after release, someone can.
+pub async fn holder_excludes_others(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let lock = locks.lock("excludes");
+    let guard = must_acquire(&lock).await;
+    assert_held_by_someone(&lock, "it is held").await;
+    guard.release().await.expect("release");
+    let again = lock
+        .try_acquire()
+        .await
+        .expect("try_acquire")
+        .expect("the released lock is free");
+    again.release().await.expect("release");
+}
+
+/// Only the token that holds a lock can release or extend it; double release does nothing
+/// (safety rule 1, at the level of the backend's primitives).
+pub async fn only_the_owner_releases_or_extends(backend: Arc<dyn LockBackend>) {
+    let key = format!("{}owner", client(&backend).settings().key_prefix);
+    let owner = Token::generate().expect("token");
+    let stranger = Token::generate().expect("token");
+    let ttl = Duration::from_secs(30);
+    assert!(
+        matches!(
+            backend.try_acquire(&key, &owner, ttl).await.expect("try"),
+            Attempt::Acquired { .. }
+        ),
+        "the free key was not acquired"
+    );
+    assert!(!backend.release(&key, &stranger).await.expect("release"));
+    assert!(!backend.extend(&key, &stranger, ttl).await.expect("extend"));
+    assert!(
+        matches!(
+            backend.try_acquire(&key, &stranger, ttl).await.expect("try"),
+            Attempt::Held { .. }
+        ),
+        "a stranger's release or extend freed the lock"
+    );
+    assert!(backend.release(&key, &owner).await.expect("release"));
+    assert!(
+        !backend.release(&key, &owner).await.expect("release"),
+        "double release reported success"
+    );
+    assert!(!backend.extend(&key, &owner, ttl).await.expect("extend"));
+}
+
+/// `acquire` gives up with `Error::Timeout` once the timeout has passed, not before and not
+/// much later.
+pub async fn timeout_is_kept(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let lock = locks.lock("timeout");
+    let holder = must_acquire(&lock).await;
+    let timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    match lock.clone().timeout(timeout).acquire().await {
+        Err(Error::Timeout { waited, .. }) => {
+            assert!(waited >= timeout, "gave up after {waited:?} of {timeout:?}");
+        }
+        other => panic!("waiting for a held lock gave {other:?}"),
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < timeout + Duration::from_secs(5),
+        "a {timeout:?} timeout returned after {elapsed:?}"
+    );
+    holder.release().await.expect("release");
+}
+
+/// A lock nobody releases is free once its TTL has run out.
+pub async fn expiry_frees_the_lock(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let lock = locks.lock("expiry").expires(ttl);
+    must_acquire(&lock).await.abandon();
+    assert_held_by_someone(&lock, "its TTL has not run out").await;
+    let guard = must_acquire(&lock.clone().timeout(ttl + expiry_slack(&backend))).await;
+    guard.release().await.expect("release");
+}
+
+/// After A's lock expired and B took it, A's release and extend report `Error::Lost` and leave
+/// B's lock as it was (safety rule 1, through guards).
+pub async fn lost_lock_release_and_extend_change_nothing(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let lock = locks.lock("lost");
+    let mut a = must_acquire(&lock.clone().expires(ttl)).await;
+    let b_ttl = Duration::from_secs(30);
+    let b = must_acquire(
+        &lock
+            .clone()
+            .expires(b_ttl)
+            .timeout(ttl + expiry_slack(&backend)),
+    )
+    .await;
+
+    let extended = a.extend(Duration::from_secs(3600)).await;
+    assert!(
+        matches!(extended, Err(Error::Lost { .. })),
+        "extend of a lost lock: {extended:?}"
+    );
+    assert!(a.remaining().is_zero(), "a lost guard still claims time");
+    let released = a.release().await;
+    assert!(
+        matches!(released, Err(Error::Lost { .. })),
+        "release of a lost lock: {released:?}"
+    );
+
+    // B still holds it, with its own TTL (not A's hour).
+    let stranger = Token::generate().expect("token");
+    match backend
+        .try_acquire(b.server_key(), &stranger, b_ttl)
+        .await
+        .expect("try")
+    {
+        Attempt::Held { remaining } => {
+            if let Some(remaining) = remaining {
+                assert!(
+                    remaining <= b_ttl + backend.capabilities().ttl_granularity,
+                    "B's lock was extended by A to {remaining:?}"
+                );
+            }
+        }
+        Attempt::Acquired { .. } => panic!("A's release freed B's lock"),
+    }
+    b.release().await.expect("B releases its own lock");
+}
+
+/// `extend` keeps the lock past its original TTL.
+pub async fn extend_keeps_the_lock(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let lock = locks.lock("extend");
+    let mut guard = must_acquire(&lock.clone().expires(ttl)).await;
+    guard
+        .extend(Duration::from_secs(30))
+        .await
+        .expect("extend a held lock");
+    assert!(guard.remaining() > ttl);
+    tokio::time::sleep(ttl + expiry_slack(&backend)).await;
+    assert_held_by_someone(&lock, "it was extended").await;
+    guard.release().await.expect("release after extend");
+}
+
+/// A guard dropped without release is released in the background, long before its TTL
+/// (safety rule 4).
+pub async fn dropped_guard_is_released(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let lock = locks.lock("dropped").expires(Duration::from_secs(60));
+    drop(must_acquire(&lock).await);
+    let guard = lock
+        .clone()
+        .timeout(Duration::from_secs(10))
+        .acquire()
+        .await
+        .expect("the dropped guard was not released");
+    guard.release().await.expect("release");
+}
+
+/// An acquire cancelled after its attempt reached the server leaves no lock behind
+/// (safety rule 4).
+pub async fn cancelled_acquire_leaves_no_lock(backend: Arc<dyn LockBackend>) {
+    let mut probe = Probe::new(&backend);
+    probe.delay_after_acquire = Duration::from_secs(5);
+    let slow = client(&(Arc::new(probe) as Arc<dyn LockBackend>));
+    let name = "cancelled";
+    let slow_lock = slow.lock(name).expires(Duration::from_secs(60));
+    let cancelled = tokio::time::timeout(Duration::from_millis(200), slow_lock.acquire()).await;
+    assert!(cancelled.is_err(), "the slow acquire was not cancelled");
+
+    let lock = Locks::new(Arc::clone(&backend))
+        .key_prefix(slow.settings().key_prefix.clone())
+        .lock(name)
+        .timeout(Duration::from_secs(10));
+    let guard = lock
+        .acquire()
+        .await
+        .expect("the cancelled acquire left its lock behind");
+    guard.release().await.expect("release");
+}
+
+/// Many tasks on one key: every critical section runs alone (no two hold intervals overlap)
+/// and a non-atomic read-modify-write of a shared counter loses no update.
+pub async fn mutual_exclusion_under_contention(backend: Arc<dyn LockBackend>) {
+    const TASKS: usize = 8;
+    const ROUNDS: usize = 10;
+    let locks = client(&backend);
+    let counter = Arc::new(AtomicU64::new(0));
+    let intervals = Arc::new(Mutex::new(Vec::with_capacity(TASKS * ROUNDS)));
+    let mut tasks = Vec::new();
+    for _ in 0..TASKS {
+        let lock = locks.lock("contended").timeout(Duration::from_secs(60));
+        let counter = Arc::clone(&counter);
+        let intervals = Arc::clone(&intervals);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ROUNDS {
+                let guard = lock.acquire().await.expect("acquire under contention");
+                let start = Instant::now();
+                // A read-modify-write split by an await: any overlap loses an update.
+                let seen = counter.load(Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                counter.store(seen + 1, Ordering::SeqCst);
+                let end = Instant::now();
+                intervals
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((start, end));
+                guard.release().await.expect("release under contention");
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("a contending task panicked");
+    }
+    assert_eq!(
+        counter.load(Ordering::SeqCst),
+        (TASKS * ROUNDS) as u64,
+        "updates were lost: critical sections overlapped"
+    );
+    let mut intervals = intervals
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    intervals.sort();
+    for pair in intervals.windows(2) {
+        assert!(
+            pair[1].0 >= pair[0].1,
+            "two hold intervals overlap: {pair:?}"
+        );
+    }
+}
+
+/// A waiter wakes when the holder releases, not at its next poll: with polling slowed to 20 s,
+/// it still gets the lock within seconds of the release (safety rule 5).
+pub async fn waiter_wakes_on_release(backend: Arc<dyn LockBackend>) {
+    let slow_polls = client(&backend).with_settings({
+        let mut settings = client(&backend).settings().clone();
+        settings.retry = Backoff::new(Duration::from_secs(20), Duration::from_secs(20));
+        settings.timeout = Duration::from_secs(15);
+        settings
+    });
+    let lock = slow_polls.lock("wake");
+    let holder = must_acquire(&lock).await;
+    let waiter = tokio::spawn({
+        let lock = lock.clone();
+        async move { lock.acquire().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let released_at = Instant::now();
+    holder.release().await.expect("release");
+    let guard = waiter
+        .await
+        .expect("waiter task")
+        .expect("the waiter did not get the released lock");
+    let woke_after = released_at.elapsed();
+    assert!(
+        woke_after < Duration::from_secs(5),
+        "the waiter took {woke_after:?}: it polled instead of waking on the release"
+    );
+    guard.release().await.expect("release");
+}
+
+/// A release that happens after a waiter's attempt failed but before it starts waiting still
+/// wakes it: waiters subscribe before they try (safety rule 5, no lost wake-ups).
+pub async fn release_between_attempt_and_wait_still_wakes(backend: Arc<dyn LockBackend>) {
+    let probe = Arc::new(Probe::new(&backend));
+    let probed: Arc<dyn LockBackend> = probe.clone();
+    let locks = client(&probed).with_settings({
+        let mut settings = client(&backend).settings().clone();
+        settings.retry = Backoff::new(Duration::from_secs(20), Duration::from_secs(20));
+        settings.timeout = Duration::from_secs(15);
+        settings
+    });
+    let name = "race";
+    let server_key = format!("{}{name}", locks.settings().key_prefix);
+    let holder = Token::generate().expect("token");
+    assert!(matches!(
+        backend
+            .try_acquire(&server_key, &holder, Duration::from_secs(60))
+            .await
+            .expect("try"),
+        Attempt::Acquired { .. }
+    ));
+    // The holder releases exactly between the waiter's failed attempt and its wait.
+    *probe
+        .release_after_held
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some((server_key, holder));
+    let started = Instant::now();
+    let guard = must_acquire(&locks.lock(name)).await;
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "the wake-up was lost: the waiter slept {waited:?}, until its next poll"
+    );
+    assert_eq!(probe.attempts.load(Ordering::SeqCst), 2);
+    guard.release().await.expect("release");
+}
+
+/// Fencing tokens strictly increase per key: across releases and across expiries.
+pub async fn fencing_tokens_increase(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let lock = locks.lock("fence").timeout(ttl + expiry_slack(&backend));
+    let mut last = 0;
+    let mut next_fence = |guard: &LockGuard, how: &str| {
+        let fence = guard
+            .fence()
+            .expect("a backend claiming fencing gave no token");
+        assert!(fence > last, "fence {fence} after {last} ({how})");
+        last = fence;
+    };
+    for _ in 0..3 {
+        let guard = must_acquire(&lock).await;
+        next_fence(&guard, "after a release");
+        guard.release().await.expect("release");
+    }
+    let expiring = must_acquire(&lock.clone().expires(ttl)).await;
+    next_fence(&expiring, "after a release");
+    expiring.abandon();
+    let after_expiry = must_acquire(&lock).await;
+    next_fence(&after_expiry, "after an expiry");
+    after_expiry.release().await.expect("release");
+}

@@ -1,0 +1,365 @@
+//! The user-facing handles: [`Locks`], a client bound to one backend, and [`Lock`], one named
+//! lock with its expiry and timeout.
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::backend::LockBackend;
+use crate::error::{Error, Result};
+use crate::guard::LockGuard;
+use crate::registry::Registry;
+use crate::settings::Settings;
+use crate::wait::{self, Outcome};
+
+/// The environment variable naming the default backend, e.g. `redis://localhost`.
+pub const URL_ENV: &str = "PYLOCK_URL";
+
+/// The backend used when [`URL_ENV`] is not set: in-process locks.
+pub const DEFAULT_URL: &str = "memory://";
+
+/// A lock client: one backend plus the default [`Settings`] for the locks it makes.
+///
+/// Cheap to clone; clones share the backend (and so its connection).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> pylock_core::Result<()> {
+/// use std::time::Duration;
+/// use pylock_core::Locks;
+///
+/// let locks = Locks::connect("memory://")?;
+/// let lock = locks
+///     .lock("a_key")
+///     .expires(Duration::from_secs(60))
+///     .timeout(Duration::from_secs(10));
+/// let guard = lock.acquire().await?; // waits at most 10 s, holds for at most 60 s
+/// // ... the work that must happen one at a time ...
+/// guard.release().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Locks {
+    backend: Arc<dyn LockBackend>,
+    settings: Arc<Settings>,
+}
+
+impl Locks {
+    /// A client for `backend` with the default [`Settings`].
+    pub fn new(backend: Arc<dyn LockBackend>) -> Self {
+        Locks {
+            backend,
+            settings: Arc::new(Settings::default()),
+        }
+    }
+
+    /// A client for the backend that `url` names, built by the process-wide
+    /// [`Registry::global`]. Backends connect lazily, on the first operation.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`], [`Error::UnknownScheme`] or [`Error::UnknownOption`] when `url`
+    /// cannot be used.
+    pub fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(Registry::global(), url)
+    }
+
+    /// Like [`connect`](Self::connect), with an explicit registry.
+    ///
+    /// # Errors
+    ///
+    /// As for [`connect`](Self::connect).
+    pub fn connect_with(registry: &Registry, url: &str) -> Result<Self> {
+        registry.connect(url).map(Self::new)
+    }
+
+    /// A client for the URL in `PYLOCK_URL`, or for `memory://` when it is unset or empty.
+    ///
+    /// # Errors
+    ///
+    /// As for [`connect`](Self::connect); [`Error::InvalidUrl`] if the variable is not UTF-8.
+    pub fn from_env() -> Result<Self> {
+        Self::connect(&url_from_env()?)
+    }
+
+    /// The process-wide default client that [`Lock::new`] uses: [`from_env`](Self::from_env),
+    /// made once and then shared (a failure is not cached, so fixing the variable and trying
+    /// again works).
+    ///
+    /// # Errors
+    ///
+    /// As for [`from_env`](Self::from_env).
+    pub fn global() -> Result<Self> {
+        static GLOBAL: OnceLock<Locks> = OnceLock::new();
+        if let Some(locks) = GLOBAL.get() {
+            return Ok(locks.clone());
+        }
+        let locks = Self::from_env()?;
+        Ok(GLOBAL.get_or_init(|| locks).clone())
+    }
+
+    /// Replaces all default settings.
+    pub fn with_settings(mut self, settings: Settings) -> Self {
+        self.settings = Arc::new(settings);
+        self
+    }
+
+    /// Sets the default timeout of this client's locks.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        Arc::make_mut(&mut self.settings).timeout = timeout;
+        self
+    }
+
+    /// Sets the default expiry of this client's locks.
+    pub fn expires(mut self, expires: Duration) -> Self {
+        Arc::make_mut(&mut self.settings).expires = expires;
+        self
+    }
+
+    /// Sets the key prefix of this client's locks (default `pylock:`).
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        Arc::make_mut(&mut self.settings).key_prefix = prefix.into();
+        self
+    }
+
+    /// The default settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn LockBackend> {
+        &self.backend
+    }
+
+    /// A lock named `key` with this client's defaults.
+    pub fn lock(&self, key: impl Into<String>) -> Lock {
+        Lock {
+            client: Some(self.clone()),
+            key: key.into(),
+            timeout: None,
+            expires: None,
+            key_prefix: None,
+        }
+    }
+}
+
+fn url_from_env() -> Result<String> {
+    match std::env::var(URL_ENV) {
+        Ok(url) if !url.trim().is_empty() => Ok(url.trim().to_owned()),
+        Ok(_) | Err(std::env::VarError::NotPresent) => Ok(DEFAULT_URL.to_owned()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::InvalidUrl {
+            url: format!("${URL_ENV}"),
+            reason: "the variable is not valid UTF-8".to_owned(),
+        }),
+    }
+}
+
+/// One named lock: what to lock, for how long, and how long to wait for it.
+///
+/// A `Lock` is only a description; it holds nothing until [`acquire`](Self::acquire) returns a
+/// [`LockGuard`]. It can be acquired many times, one after another or from several tasks.
+#[derive(Debug, Clone)]
+pub struct Lock {
+    /// `None`: the process-wide default client, resolved at the first acquire.
+    client: Option<Locks>,
+    key: String,
+    timeout: Option<Duration>,
+    expires: Option<Duration>,
+    key_prefix: Option<String>,
+}
+
+/// Everything an acquire needs, validated.
+#[derive(Debug)]
+pub(crate) struct Request {
+    pub(crate) locks: Locks,
+    pub(crate) key: String,
+    pub(crate) server_key: String,
+    pub(crate) expires: Duration,
+    pub(crate) timeout: Duration,
+}
+
+impl Lock {
+    /// A lock on the default backend: `PYLOCK_URL`, or in-process `memory://` when unset.
+    /// The counterpart of pylock 0.4's `Lock('a_key')`.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pylock_core::Result<()> {
+    /// use pylock_core::Lock;
+    ///
+    /// let guard = Lock::new("a_key").acquire().await?;
+    /// assert_eq!(guard.key(), "a_key");
+    /// guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn new(key: impl Into<String>) -> Self {
+        Lock {
+            client: None,
+            key: key.into(),
+            timeout: None,
+            expires: None,
+            key_prefix: None,
+        }
+    }
+
+    /// How long [`acquire`](Self::acquire) waits; zero means one attempt.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// How long the lock lives unless released or extended.
+    pub fn expires(mut self, expires: Duration) -> Self {
+        self.expires = Some(expires);
+        self
+    }
+
+    /// The key prefix for this lock, instead of the client's.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// The lock's name, without prefix.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Waits until the lock is ours, at most the timeout.
+    ///
+    /// Waiters wake on release where the backend sends notices, and otherwise poll with
+    /// jittered backoff; either way they never sleep past the timeout or past the holder's
+    /// remaining TTL. Dropping this future (cancelling the acquire) leaves no lock behind: an
+    /// attempt whose outcome is unknown is released in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Timeout`] when the lock stayed held; [`Error::InvalidKey`] or
+    /// [`Error::InvalidOption`] for bad input; backend errors as they come (a backend that
+    /// stays unreachable until the deadline returns its last [`Error::Unavailable`]).
+    pub async fn acquire(&self) -> Result<LockGuard> {
+        match wait::acquire(self.request()?).await? {
+            Outcome::Acquired(guard) => Ok(guard),
+            Outcome::TimedOut { waited } => Err(Error::Timeout {
+                key: self.key.clone(),
+                waited,
+            }),
+        }
+    }
+
+    /// One attempt, no waiting: `Ok(None)` if someone else holds the lock.
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire`](Self::acquire), without [`Error::Timeout`].
+    pub async fn try_acquire(&self) -> Result<Option<LockGuard>> {
+        let mut request = self.request()?;
+        request.timeout = Duration::ZERO;
+        match wait::acquire(request).await? {
+            Outcome::Acquired(guard) => Ok(Some(guard)),
+            Outcome::TimedOut { .. } => Ok(None),
+        }
+    }
+
+    /// Runs `work` while holding the lock, like pylock 0.4's `with Lock(...):`.
+    ///
+    /// The lock is released when `work` finishes, whatever it returns; if the future returned
+    /// by `run` is dropped (cancelled) or `work` panics, the guard is released in the
+    /// background.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pylock_core::Result<()> {
+    /// use pylock_core::Locks;
+    ///
+    /// let locks = Locks::connect("memory://")?;
+    /// let answer = locks.lock("job").run(async { 6 * 7 }).await?;
+    /// assert_eq!(answer, 42);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`acquire`](Self::acquire); and [`Error::Lost`] if the lock had expired or
+    /// been taken over by the time `work` finished (the work ran at least partly unprotected:
+    /// make `expires` longer than the work, or extend the guard).
+    pub async fn run<F: Future>(&self, work: F) -> Result<F::Output> {
+        let guard = self.acquire().await?;
+        let output = work.await;
+        guard.release().await?;
+        Ok(output)
+    }
+
+    fn request(&self) -> Result<Request> {
+        let locks = match &self.client {
+            Some(locks) => locks.clone(),
+            None => Locks::global()?,
+        };
+        let settings = locks.settings();
+        let expires = self.expires.unwrap_or(settings.expires);
+        let timeout = self.timeout.unwrap_or(settings.timeout);
+        let prefix = self.key_prefix.as_deref().unwrap_or(&settings.key_prefix);
+        let capabilities = locks.backend().capabilities();
+
+        if self.key.is_empty() {
+            return Err(Error::invalid_key(&self.key, "a lock key must not be empty"));
+        }
+        let server_key = format!("{prefix}{}", self.key);
+        if let Some(max) = capabilities.max_key_len {
+            if server_key.len() > max {
+                return Err(Error::invalid_key(
+                    &self.key,
+                    format!(
+                        "{} bytes with its prefix; the {} backend takes at most {max}",
+                        server_key.len(),
+                        locks.backend().name()
+                    ),
+                ));
+            }
+        }
+        check_ttl("expires", expires, locks.backend().as_ref())?;
+        Ok(Request {
+            key: self.key.clone(),
+            server_key,
+            expires,
+            timeout,
+            locks,
+        })
+    }
+}
+
+/// The longest expiry any lock may have, whatever the backend: a lock meant to outlive this
+/// is a bug, and the cap keeps deadline arithmetic far from overflow.
+pub const MAX_EXPIRES: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// Checks a TTL against what the backend can represent.
+pub(crate) fn check_ttl(name: &str, ttl: Duration, backend: &dyn LockBackend) -> Result<()> {
+    if ttl.is_zero() {
+        return Err(Error::invalid_option(
+            name,
+            "must be longer than zero: a lock that expires at once protects nothing",
+        ));
+    }
+    if ttl > MAX_EXPIRES {
+        return Err(Error::invalid_option(
+            name,
+            format!("{ttl:?} is longer than the 100 years pylock allows"),
+        ));
+    }
+    if let Some(max) = backend.capabilities().max_ttl {
+        if ttl > max {
+            return Err(Error::invalid_option(
+                name,
+                format!(
+                    "{ttl:?} is longer than the {} backend can hold a lock ({max:?})",
+                    backend.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

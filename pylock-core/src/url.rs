@@ -1,0 +1,539 @@
+//! Connection URLs: one parser shared by every backend, because the `url` crate rejects the
+//! multi-host form (`memcache://h1:11211,h2:11211`) that pools and Redlock need.
+//!
+//! Grammar: `scheme://[user[:password]@][host[:port][,host[:port]...]][/path][?k=v&...]`.
+//! Hosts may be bracketed IPv6 literals (`[::1]:6379`). User, password, path and query are
+//! percent-decoded. Each backend interprets the parts in its own `config` module.
+
+use std::fmt;
+use std::time::Duration;
+
+use percent_encoding::percent_decode_str;
+
+use crate::error::{Error, Result};
+
+/// A password taken from a URL. Its `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(password: impl Into<String>) -> Self {
+        Password(password.into())
+    }
+
+    /// The password itself, for handing to a driver. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+impl fmt::Display for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// One `host[:port]` of a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    /// A name, an IPv4 address, or an IPv6 address without brackets.
+    pub host: String,
+    /// The port, if the URL gave one.
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    /// `host:port`, bracketing IPv6 addresses, with `default_port` when none was given.
+    pub fn to_socket_string(&self, default_port: u16) -> String {
+        let port = self.port.unwrap_or(default_port);
+        if self.host.contains(':') {
+            format!("[{}]:{port}", self.host)
+        } else {
+            format!("{}:{port}", self.host)
+        }
+    }
+}
+
+/// A parsed connection URL.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionUrl {
+    scheme: String,
+    username: Option<String>,
+    password: Option<Password>,
+    hosts: Vec<HostPort>,
+    path: String,
+    query: Vec<(String, String)>,
+    redacted: String,
+}
+
+impl ConnectionUrl {
+    /// Parses `url`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] (with the password redacted) when `url` has no `scheme://`, a bad
+    /// host or port, a fragment, or bad percent-encoding.
+    pub fn parse(url: &str) -> Result<Self> {
+        let redacted = redact_url(url);
+        let invalid = |reason: &str| Error::InvalidUrl {
+            url: redacted.clone(),
+            reason: reason.to_owned(),
+        };
+
+        let scheme = scheme_of(url).map_err(|reason| invalid(&reason))?;
+        let rest = &url[scheme.len() + 3..];
+        if rest.contains('#') {
+            return Err(invalid("fragments (#...) are not allowed"));
+        }
+        let (before_query, query) = match rest.split_once('?') {
+            Some((before, query)) => (before, Some(query)),
+            None => (rest, None),
+        };
+        let (authority, path) = match before_query.find('/') {
+            Some(slash) => before_query.split_at(slash),
+            None => (before_query, ""),
+        };
+        let (userinfo, hostlist) = match authority.rfind('@') {
+            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
+            None => (None, authority),
+        };
+
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(userinfo) => {
+                let (user, password) = match userinfo.split_once(':') {
+                    Some((user, password)) => (user, Some(password)),
+                    None => (userinfo, None),
+                };
+                let user = decode(user).map_err(|_| invalid("the user name is not valid UTF-8"))?;
+                let password = password
+                    .map(|p| decode(p).map(Password))
+                    .transpose()
+                    .map_err(|_| invalid("the password is not valid UTF-8"))?;
+                ((!user.is_empty()).then_some(user), password)
+            }
+        };
+
+        let hosts = if hostlist.is_empty() {
+            Vec::new()
+        } else {
+            hostlist
+                .split(',')
+                .map(parse_host)
+                .collect::<std::result::Result<Vec<_>, String>>()
+                .map_err(|reason| invalid(&reason))?
+        };
+
+        let path = decode(path).map_err(|_| invalid("the path is not valid UTF-8"))?;
+        let query = match query {
+            None | Some("") => Vec::new(),
+            Some(query) => query
+                .split('&')
+                .filter(|pair| !pair.is_empty())
+                .map(|pair| {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                    Ok((decode(k)?, decode(v)?))
+                })
+                .collect::<std::result::Result<Vec<_>, std::str::Utf8Error>>()
+                .map_err(|_| invalid("a query option is not valid UTF-8"))?,
+        };
+
+        Ok(ConnectionUrl {
+            scheme,
+            username,
+            password,
+            hosts,
+            path,
+            query,
+            redacted,
+        })
+    }
+
+    /// The scheme, lowercased, e.g. `redis`.
+    pub fn scheme(&self) -> &str {
+        &self.scheme
+    }
+
+    /// The user name, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// The password, if any.
+    pub fn password(&self) -> Option<&Password> {
+        self.password.as_ref()
+    }
+
+    /// The hosts in the order given; empty when the URL has none (backends apply defaults).
+    pub fn hosts(&self) -> &[HostPort] {
+        &self.hosts
+    }
+
+    /// The percent-decoded path, with its leading `/`; empty when there is none.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+
+    /// An error about this URL, with the password redacted.
+    pub fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidUrl {
+            url: self.redacted.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The query options, checked against the names the backend knows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownOption`] for a name not in `known`, [`Error::InvalidUrl`] for a name
+    /// given twice.
+    pub fn options(&self, known: &[&str]) -> Result<Options> {
+        for (i, (name, _)) in self.query.iter().enumerate() {
+            if !known.contains(&name.as_str()) {
+                return Err(Error::UnknownOption {
+                    scheme: self.scheme.clone(),
+                    name: name.clone(),
+                    known: known.iter().map(|k| (*k).to_owned()).collect(),
+                });
+            }
+            if self.query[..i].iter().any(|(earlier, _)| earlier == name) {
+                return Err(self.invalid(format!("option {name:?} is given twice")));
+            }
+        }
+        Ok(Options {
+            pairs: self.query.clone(),
+        })
+    }
+}
+
+impl fmt::Debug for ConnectionUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ConnectionUrl").field(&self.redacted).finish()
+    }
+}
+
+impl fmt::Display for ConnectionUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+/// The query options of a URL, already checked for unknown names. Typed getters parse them.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pairs: Vec<(String, String)>,
+}
+
+impl Options {
+    /// The raw value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A duration: `250ms`, `2s`, `1.5s`, `3m`, or a bare number of seconds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] when the value does not parse.
+    pub fn duration(&self, name: &str) -> Result<Option<Duration>> {
+        self.get(name)
+            .map(|raw| {
+                parse_duration(raw).ok_or_else(|| {
+                    Error::invalid_option(
+                        name,
+                        format!("{raw:?} is not a duration such as 250ms, 2s or 1.5"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// An unsigned integer.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] when the value does not parse.
+    pub fn u64(&self, name: &str) -> Result<Option<u64>> {
+        self.get(name)
+            .map(|raw| {
+                raw.parse().map_err(|_| {
+                    Error::invalid_option(name, format!("{raw:?} is not a whole number"))
+                })
+            })
+            .transpose()
+    }
+
+    /// A boolean: `true`/`false`, `yes`/`no`, `1`/`0`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] when the value does not parse.
+    pub fn bool(&self, name: &str) -> Result<Option<bool>> {
+        self.get(name)
+            .map(|raw| match raw {
+                "true" | "yes" | "1" => Ok(true),
+                "false" | "no" | "0" => Ok(false),
+                _ => Err(Error::invalid_option(
+                    name,
+                    format!("{raw:?} is not true or false"),
+                )),
+            })
+            .transpose()
+    }
+}
+
+/// Replaces the password in `url` (if any) by `***`. Works on malformed URLs too, so that
+/// error messages about them stay clean.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[start..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| start + i);
+    let authority = &url[start..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    match authority[..at].find(':') {
+        Some(colon) => format!(
+            "{}***{}",
+            &url[..start + colon + 1],
+            &url[start + at..]
+        ),
+        None => url.to_owned(),
+    }
+}
+
+/// The lowercased scheme of `url`, checked against RFC 3986's scheme grammar.
+pub(crate) fn scheme_of(url: &str) -> std::result::Result<String, String> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err("expected scheme://..., e.g. memory:// or redis://localhost".to_owned());
+    };
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if valid {
+        Ok(scheme.to_ascii_lowercase())
+    } else {
+        Err(format!("{scheme:?} is not a valid URL scheme"))
+    }
+}
+
+fn decode(raw: &str) -> std::result::Result<String, std::str::Utf8Error> {
+    percent_decode_str(raw).decode_utf8().map(|s| s.into_owned())
+}
+
+fn parse_host(raw: &str) -> std::result::Result<HostPort, String> {
+    let (host, port) = if let Some(bracketed) = raw.strip_prefix('[') {
+        let (host, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed '[' in host {raw:?}"))?;
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.'))
+        {
+            return Err(format!("{host:?} is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or_else(|| {
+                format!("expected :port after ]{after}")
+            })?),
+        };
+        (host, port)
+    } else {
+        let (host, port) = match raw.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (raw, None),
+        };
+        if host.is_empty() {
+            return Err(format!("empty host in {raw:?}"));
+        }
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        {
+            return Err(format!("{host:?} is not a host name or address"));
+        }
+        (host, port)
+    };
+    let port = port
+        .map(|p| match p.parse::<u16>() {
+            Ok(0) | Err(_) => Err(format!("{p:?} is not a port (1-65535)")),
+            Ok(port) => Ok(port),
+        })
+        .transpose()?;
+    Ok(HostPort {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+fn parse_duration(raw: &str) -> Option<Duration> {
+    let (number, unit_secs) = if let Some(n) = raw.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = raw.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = raw.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (raw, 1.0)
+    };
+    let value: f64 = number.parse().ok()?;
+    Duration::try_from_secs_f64(value * unit_secs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_part() {
+        let url =
+            ConnectionUrl::parse("Redis://al%40ice:p%3Ass@h1:1,[::1]:2,h3/0?timeout=2s&x=")
+                .unwrap();
+        assert_eq!(url.scheme(), "redis");
+        assert_eq!(url.username(), Some("al@ice"));
+        assert_eq!(url.password().unwrap().expose(), "p:ss");
+        assert_eq!(
+            url.hosts(),
+            &[
+                HostPort {
+                    host: "h1".into(),
+                    port: Some(1)
+                },
+                HostPort {
+                    host: "::1".into(),
+                    port: Some(2)
+                },
+                HostPort {
+                    host: "h3".into(),
+                    port: None
+                },
+            ]
+        );
+        assert_eq!(url.hosts()[1].to_socket_string(9), "[::1]:2");
+        assert_eq!(url.hosts()[2].to_socket_string(9), "h3:9");
+        assert_eq!(url.path(), "/0");
+        let options = url.options(&["timeout", "x"]).unwrap();
+        assert_eq!(
+            options.duration("timeout").unwrap(),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(options.get("x"), Some(""));
+    }
+
+    #[test]
+    fn empty_authority_and_unix_paths() {
+        let url = ConnectionUrl::parse("memory://").unwrap();
+        assert!(url.hosts().is_empty());
+        assert_eq!(url.path(), "");
+        let url = ConnectionUrl::parse("redis+unix:///run/redis.sock?db=2").unwrap();
+        assert!(url.hosts().is_empty());
+        assert_eq!(url.path(), "/run/redis.sock");
+        assert_eq!(url.options(&["db"]).unwrap().u64("db").unwrap(), Some(2));
+    }
+
+    #[test]
+    fn malformed_urls_are_typed_errors() {
+        for bad in [
+            "localhost:6379",
+            "://x",
+            "1redis://x",
+            "redis://h:port",
+            "redis://h:0",
+            "redis://h:70000",
+            "redis://[::1",
+            "redis://[zz]:1",
+            "redis://h1,,h2",
+            "redis://ho st",
+            "redis://h#frag",
+            "redis://h/%ff",
+        ] {
+            match ConnectionUrl::parse(bad) {
+                Err(Error::InvalidUrl { .. }) => {}
+                other => panic!("{bad:?} gave {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_and_repeated_options_are_refused() {
+        let url = ConnectionUrl::parse("memory://?colour=red").unwrap();
+        match url.options(&["timeout"]) {
+            Err(Error::UnknownOption { name, known, .. }) => {
+                assert_eq!(name, "colour");
+                assert_eq!(known, vec!["timeout".to_owned()]);
+            }
+            other => panic!("{other:?}"),
+        }
+        let url = ConnectionUrl::parse("memory://?timeout=1&timeout=2").unwrap();
+        assert!(matches!(
+            url.options(&["timeout"]),
+            Err(Error::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_option_values_are_typed_errors() {
+        let url = ConnectionUrl::parse("x://?t=soon&n=-1&b=maybe").unwrap();
+        let options = url.options(&["t", "n", "b"]).unwrap();
+        assert!(matches!(
+            options.duration("t"),
+            Err(Error::InvalidOption { .. })
+        ));
+        assert!(matches!(options.u64("n"), Err(Error::InvalidOption { .. })));
+        assert!(matches!(options.bool("b"), Err(Error::InvalidOption { .. })));
+        assert_eq!(options.duration("absent").unwrap(), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("1e400"), None);
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let raw = "redis://user:hunter2@host:6379/0";
+        let url = ConnectionUrl::parse(raw).unwrap();
+        for shown in [
+            format!("{url:?}"),
+            url.to_string(),
+            format!("{:?}", url.password()),
+            url.invalid("x").to_string(),
+            format!("{:?}", url.invalid("x")),
+        ] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        assert_eq!(url.redacted(), "redis://user:***@host:6379/0");
+        // Even URLs that do not parse are redacted in their error.
+        let err = ConnectionUrl::parse("redis://:hunter2@ho st").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert_eq!(redact_url("redis://:p@h"), "redis://:***@h");
+        assert_eq!(redact_url("redis://u@h/x@y"), "redis://u@h/x@y");
+        assert_eq!(redact_url("no scheme"), "no scheme");
+    }
+}

@@ -1,0 +1,231 @@
+//! The wait loop: the one place that decides when to try, how long to sleep, and when to give
+//! up.
+//!
+//! 1. Subscribe to release notices *before* the first attempt (if the backend has them and we
+//!    may wait), so a release between an attempt and the following wait still wakes us.
+//! 2. Try. On success the guard's validity starts from when this attempt was *sent*.
+//! 3. Otherwise sleep until a release notice, the next backoff step, the holder's remaining
+//!    TTL, or the deadline, whichever is first; then try again. The last attempt happens at
+//!    the deadline.
+//!
+//! All attempts of one acquire use the same owner token, so an attempt whose reply was lost
+//! (the server set the key, the connection dropped) is recognised as ours by the next one.
+//! If the acquire ends without a guard while such an attempt is unsettled (an error, a
+//! cancellation), the token is released in the background so no lock is left behind.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::backend::{Attempt, LockBackend};
+use crate::error::{Error, Result};
+use crate::guard::{LockGuard, release_in_background};
+use crate::lock::Request;
+use crate::settings::Backoff;
+use crate::token::Token;
+
+/// How an acquire ended, short of an error.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Acquired(LockGuard),
+    TimedOut { waited: Duration },
+}
+
+/// Never sleep less than this between attempts, so a backend reporting a zero remaining TTL
+/// over and over cannot make a waiter spin.
+const MIN_PAUSE: Duration = Duration::from_millis(1);
+
+pub(crate) async fn acquire(request: Request) -> Result<Outcome> {
+    let span = tracing::debug_span!(
+        "pylock.acquire",
+        key = %request.key,
+        backend = request.locks.backend().name()
+    );
+    wait_for(request).instrument(span).await
+}
+
+async fn wait_for(request: Request) -> Result<Outcome> {
+    let Request {
+        locks,
+        key,
+        server_key,
+        expires,
+        timeout,
+    } = request;
+    let backend = Arc::clone(locks.backend());
+    let started = Instant::now();
+    let deadline = started.checked_add(timeout).ok_or_else(|| {
+        Error::invalid_option(
+            "timeout",
+            format!("{timeout:?} is too far in the future to wait for"),
+        )
+    })?;
+    let token = Token::generate()?;
+
+    let mut notice = if !timeout.is_zero() && backend.capabilities().notifications {
+        match backend.subscribe(&server_key).await {
+            Ok(notice) => notice,
+            // Waiting still works without notices, by polling.
+            Err(error) if error.is_transient() => {
+                tracing::debug!(%error, "pylock: no release notices, polling");
+                None
+            }
+            Err(error) => return Err(error),
+        }
+    } else {
+        None
+    };
+
+    let mut unsettled = Unsettled::new(Arc::clone(&backend), &server_key, token, &key);
+    let mut pauses = Pauses::new(locks.settings().retry, token);
+    let mut attempts: u32 = 0;
+    loop {
+        attempts += 1;
+        let sent_at = Instant::now();
+        unsettled.arm();
+        let (error, holder_remaining) = match backend.try_acquire(&server_key, &token, expires).await
+        {
+            Ok(Attempt::Acquired { fence }) => {
+                unsettled.disarm();
+                tracing::debug!(
+                    attempts,
+                    waited_us = started.elapsed().as_micros(),
+                    fence,
+                    "pylock: acquired"
+                );
+                return Ok(Outcome::Acquired(LockGuard::new(
+                    backend, key, server_key, token, fence, sent_at, expires,
+                )));
+            }
+            Ok(Attempt::Held { remaining }) => {
+                unsettled.disarm();
+                (None, remaining)
+            }
+            Err(error) if error.is_transient() => (Some(error), None),
+            Err(error) => return Err(error),
+        };
+
+        let now = Instant::now();
+        if now >= deadline {
+            let waited = now - started;
+            tracing::debug!(attempts, waited_us = waited.as_micros(), "pylock: gave up");
+            return match error {
+                Some(error) => Err(error),
+                None => Ok(Outcome::TimedOut { waited }),
+            };
+        }
+        if let Some(error) = &error {
+            tracing::debug!(%error, "pylock: backend unavailable, retrying");
+        }
+        let mut pause = pauses.next().min(deadline - now);
+        if let Some(remaining) = holder_remaining {
+            pause = pause.min(remaining.max(MIN_PAUSE));
+        }
+        match notice.as_mut() {
+            Some(notice) => {
+                tokio::select! {
+                    () = notice.released() => {}
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
+/// Remembers that an attempt's outcome is unknown (in flight, or failed without a clear
+/// answer), and releases the token in the background if the acquire ends that way.
+struct Unsettled {
+    backend: Arc<dyn LockBackend>,
+    server_key: String,
+    token: Token,
+    key: String,
+    armed: bool,
+}
+
+impl Unsettled {
+    fn new(backend: Arc<dyn LockBackend>, server_key: &str, token: Token, key: &str) -> Self {
+        Unsettled {
+            backend,
+            server_key: server_key.to_owned(),
+            token,
+            key: key.to_owned(),
+            armed: false,
+        }
+    }
+
+    fn arm(&mut self) {
+        self.armed = true;
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        if self.armed {
+            release_in_background(
+                Arc::clone(&self.backend),
+                std::mem::take(&mut self.server_key),
+                self.token,
+                std::mem::take(&mut self.key),
+            );
+        }
+    }
+}
+
+/// Jittered, capped exponential pauses: each is drawn from the upper half of the current
+/// step, so waiters spread out without ever pausing much less than the step.
+struct Pauses {
+    step: Duration,
+    max: Duration,
+    rng: u64,
+}
+
+impl Pauses {
+    fn new(backoff: Backoff, token: Token) -> Self {
+        // The token is fresh randomness; seeding from it keeps waiters apart at no cost.
+        let bytes = token.as_bytes();
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&bytes[..8]);
+        Pauses {
+            step: backoff.initial.max(MIN_PAUSE),
+            max: backoff.max.max(backoff.initial).max(MIN_PAUSE),
+            rng: u64::from_le_bytes(seed) | 1,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        // xorshift64: statistical quality is all jitter needs.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let half = self.step / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        let jitter = Duration::from_nanos(self.rng % nanos.saturating_add(1));
+        let pause = half + jitter;
+        self.step = (self.step * 2).min(self.max);
+        pause
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_grow_with_jitter_and_stay_capped() {
+        let backoff = Backoff::new(Duration::from_millis(4), Duration::from_millis(50));
+        let mut pauses = Pauses::new(backoff, Token::generate().unwrap());
+        let mut step = Duration::from_millis(4);
+        for _ in 0..20 {
+            let pause = pauses.next();
+            assert!(pause >= step / 2 && pause <= step, "{pause:?} vs {step:?}");
+            step = (step * 2).min(Duration::from_millis(50));
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! `open://`: a backend that **always acquires and never blocks. It is not a lock.**
+//!
+//! It is pylock 0.4's `OpenLock`, kept for tests that exercise code paths around a lock
+//! without a server and without caring whether the lock excludes anyone. Every acquire
+//! succeeds at once, for any number of holders; release and extend always report that the
+//! caller held the lock. Its [`Capabilities`] say `exclusive: false`, so the conformance
+//! suite asks only the checks that do not need exclusion of it.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pylock_core::Result<()> {
+//! use pylock_core::{Locks, Registry};
+//!
+//! pylock_open::register();
+//! let locks = Locks::connect("open://")?;
+//! let a = locks.lock("k").acquire().await?;
+//! let b = locks.lock("k").acquire().await?; // both "hold" it: open:// excludes nobody
+//! a.release().await?;
+//! b.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pylock_core::url::ConnectionUrl;
+use pylock_core::{Attempt, Capabilities, LockBackend, Registry, Result, Token, async_trait};
+
+/// The URL schemes of this backend.
+pub const SCHEMES: &[&str] = &["open"];
+
+/// The never-blocking backend. See the [crate docs](crate).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OpenBackend;
+
+impl OpenBackend {
+    /// The backend.
+    pub fn new() -> Self {
+        OpenBackend
+    }
+
+    /// Builds the backend for an `open://` URL, which takes no host, path or options.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`](pylock_core::Error::InvalidUrl) for anything after `open://`
+    /// other than options; [`Error::UnknownOption`](pylock_core::Error::UnknownOption) for
+    /// any option.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let url = ConnectionUrl::parse(url)?;
+        url.options(&[])?;
+        if !url.hosts().is_empty()
+            || url.username().is_some()
+            || url.password().is_some()
+            || !matches!(url.path(), "" | "/")
+        {
+            return Err(url.invalid("open:// takes nothing after the scheme"));
+        }
+        Ok(OpenBackend)
+    }
+}
+
+#[async_trait]
+impl LockBackend for OpenBackend {
+    fn name(&self) -> &'static str {
+        "open"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default().with_exclusive(false)
+    }
+
+    async fn try_acquire(&self, _key: &str, _token: &Token, _ttl: Duration) -> Result<Attempt> {
+        Ok(Attempt::Acquired { fence: None })
+    }
+
+    async fn release(&self, _key: &str, _token: &Token) -> Result<bool> {
+        Ok(true)
+    }
+
+    async fn extend(&self, _key: &str, _token: &Token, _ttl: Duration) -> Result<bool> {
+        Ok(true)
+    }
+}
+
+/// Adds `open://` to `registry`.
+pub fn register_in(registry: &Registry) {
+    for scheme in SCHEMES {
+        registry.register(scheme, |url: &str| {
+            Ok(Arc::new(OpenBackend::from_url(url)?) as Arc<dyn LockBackend>)
+        });
+    }
+}
+
+/// Adds `open://` to the process-wide [`Registry::global`].
+pub fn register() {
+    register_in(Registry::global());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pylock_core::{Error, conformance};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn passes_the_checks_that_apply() {
+        let report = conformance::run_all(Arc::new(OpenBackend::new())).await;
+        assert_eq!(
+            report.passed,
+            vec![
+                "bad_input_is_rejected",
+                "key_prefix_is_applied",
+                "zero_timeout_is_one_attempt",
+                "validity_counts_from_the_request",
+            ]
+        );
+        assert!(
+            report
+                .skipped
+                .iter()
+                .all(|(_, why)| why.contains("does not exclude"))
+        );
+    }
+
+    #[test]
+    fn urls() {
+        assert!(OpenBackend::from_url("open://").is_ok());
+        assert!(OpenBackend::from_url("OPEN:///").is_ok());
+        assert!(matches!(
+            OpenBackend::from_url("open://?strict=1"),
+            Err(Error::UnknownOption { .. })
+        ));
+        assert!(matches!(
+            OpenBackend::from_url("open://somehost"),
+            Err(Error::InvalidUrl { .. })
+        ));
+    }
+
+    #[test]
+    fn registers_its_scheme() {
+        let registry = Registry::new();
+        register_in(&registry);
+        assert_eq!(registry.schemes(), vec!["open".to_owned()]);
+        assert!(registry.connect("open://").is_ok());
+    }
+}
