@@ -52,7 +52,10 @@ pub enum Error {
     },
 
     /// A URL option that the backend does not know.
-    #[error("unknown option {name:?} in {scheme}:// URL; known options: {}", list_or_none(known))]
+    #[error(
+        "unknown option {name:?} in {scheme}:// URL; known options: {}",
+        list_or_none(known)
+    )]
     UnknownOption {
         /// The URL scheme of the backend.
         scheme: String,
@@ -109,6 +112,11 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+
+    /// A `pylock::blocking` call was made on a thread that runs an async runtime, where it
+    /// would block the runtime; use the async API there.
+    #[error("pylock::blocking was called inside an async runtime; use the async API there")]
+    BlockingInRuntime,
 
     /// The operating system's secure random source failed while making an owner token.
     #[error("the OS random source failed to produce an owner token")]
@@ -183,11 +191,6 @@ mod tests {
             source: Box::new(io),
         };
         assert!(unavailable.is_transient());
-        assert!(
-            !Error::Lost {
-                key: "k".into()
-            }
-            .is_transient()
-        );
+        assert!(!Error::Lost { key: "k".into() }.is_transient());
     }
 }

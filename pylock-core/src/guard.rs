@@ -179,7 +179,9 @@ pub(crate) fn release_in_background(
                 }
             });
         }
-        Err(_) => tracing::debug!(%key, "pylock: no runtime to release on; the lock expires by its TTL"),
+        Err(_) => {
+            tracing::debug!(%key, "pylock: no runtime to release on; the lock expires by its TTL")
+        }
     }
 }
 

@@ -48,6 +48,8 @@
 //! Rust 1.88, the oldest our dependencies build with. Raising it is a minor-version change.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Library code returns errors; tests and the conformance checks may unwrap.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;

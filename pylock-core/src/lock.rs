@@ -306,20 +306,23 @@ impl Lock {
         let capabilities = locks.backend().capabilities();
 
         if self.key.is_empty() {
-            return Err(Error::invalid_key(&self.key, "a lock key must not be empty"));
+            return Err(Error::invalid_key(
+                &self.key,
+                "a lock key must not be empty",
+            ));
         }
         let server_key = format!("{prefix}{}", self.key);
-        if let Some(max) = capabilities.max_key_len {
-            if server_key.len() > max {
-                return Err(Error::invalid_key(
-                    &self.key,
-                    format!(
-                        "{} bytes with its prefix; the {} backend takes at most {max}",
-                        server_key.len(),
-                        locks.backend().name()
-                    ),
-                ));
-            }
+        if let Some(max) = capabilities.max_key_len
+            && server_key.len() > max
+        {
+            return Err(Error::invalid_key(
+                &self.key,
+                format!(
+                    "{} bytes with its prefix; the {} backend takes at most {max}",
+                    server_key.len(),
+                    locks.backend().name()
+                ),
+            ));
         }
         check_ttl("expires", expires, locks.backend().as_ref())?;
         Ok(Request {
@@ -350,16 +353,308 @@ pub(crate) fn check_ttl(name: &str, ttl: Duration, backend: &dyn LockBackend) ->
             format!("{ttl:?} is longer than the 100 years pylock allows"),
         ));
     }
-    if let Some(max) = backend.capabilities().max_ttl {
-        if ttl > max {
-            return Err(Error::invalid_option(
-                name,
-                format!(
-                    "{ttl:?} is longer than the {} backend can hold a lock ({max:?})",
-                    backend.name()
-                ),
-            ));
-        }
+    if let Some(max) = backend.capabilities().max_ttl
+        && ttl > max
+    {
+        return Err(Error::invalid_option(
+            name,
+            format!(
+                "{ttl:?} is longer than the {} backend can hold a lock ({max:?})",
+                backend.name()
+            ),
+        ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::backend::{Attempt, Capabilities};
+    use crate::memory::MemoryBackend;
+    use crate::settings::{Backoff, DEFAULT_EXPIRES, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT};
+    use crate::token::Token;
+
+    fn locks() -> Locks {
+        Locks::new(Arc::new(MemoryBackend::new()))
+    }
+
+    #[test]
+    fn defaults_are_pylock_0_4s() {
+        assert_eq!(DEFAULT_TIMEOUT, Duration::from_secs(60));
+        assert_eq!(DEFAULT_EXPIRES, Duration::from_secs(10));
+        assert_eq!(DEFAULT_KEY_PREFIX, "pylock:");
+        let request = locks().lock("somekey").request().unwrap();
+        assert_eq!(request.server_key, "pylock:somekey");
+        assert_eq!(request.timeout, DEFAULT_TIMEOUT);
+        assert_eq!(request.expires, DEFAULT_EXPIRES);
+    }
+
+    #[test]
+    fn a_lock_overrides_its_client_which_overrides_the_defaults() {
+        let client = locks()
+            .timeout(Duration::from_secs(5))
+            .expires(Duration::from_secs(7))
+            .key_prefix("app:");
+        let inherited = client.lock("k").request().unwrap();
+        assert_eq!(
+            (
+                inherited.timeout,
+                inherited.expires,
+                inherited.server_key.as_str()
+            ),
+            (Duration::from_secs(5), Duration::from_secs(7), "app:k")
+        );
+        let own = client
+            .lock("k")
+            .timeout(Duration::from_millis(1500))
+            .expires(Duration::from_millis(250))
+            .key_prefix("")
+            .request()
+            .unwrap();
+        assert_eq!(
+            (own.timeout, own.expires, own.server_key.as_str()),
+            (Duration::from_millis(1500), Duration::from_millis(250), "k")
+        );
+    }
+
+    #[test]
+    fn acquire_and_run_futures_can_be_spawned() {
+        fn is_send<T: Send>(_: &T) {}
+        let lock = locks().lock("k");
+        is_send(&lock.acquire());
+        is_send(&lock.try_acquire());
+        is_send(&lock.run(async {}));
+    }
+
+    #[tokio::test]
+    async fn run_releases_after_success_error_and_cancellation() {
+        let locks = locks();
+        let lock = locks.lock("run").timeout(Duration::ZERO);
+        assert_eq!(lock.run(async { 1 }).await.unwrap(), 1);
+        let failed: Result<std::result::Result<(), &str>> = lock.run(async { Err("no") }).await;
+        assert_eq!(failed.unwrap(), Err("no"));
+        assert!(lock.try_acquire().await.unwrap().is_some_and(|g| {
+            g.abandon();
+            true
+        }));
+
+        let other = locks.lock("cancelled").timeout(Duration::ZERO);
+        let cancelled = tokio::time::timeout(
+            Duration::from_millis(20),
+            other.run(std::future::pending::<()>()),
+        )
+        .await;
+        assert!(cancelled.is_err());
+        // The dropped guard is released in the background: give that task a turn.
+        let guard = other
+            .clone()
+            .timeout(Duration::from_secs(5))
+            .acquire()
+            .await
+            .unwrap();
+        guard.release().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn run_reports_a_lock_lost_during_the_work() {
+        let lock = locks().lock("slow-work").expires(Duration::from_millis(20));
+        let result = lock
+            .run(tokio::time::sleep(Duration::from_millis(100)))
+            .await;
+        assert!(matches!(result, Err(Error::Lost { .. })), "{result:?}");
+    }
+
+    #[tokio::test]
+    async fn a_waiter_never_sleeps_past_the_holders_ttl() {
+        // Polling once an hour, and an expiry sends no notice: only the holder's remaining
+        // TTL, reported by the failed attempt, can end the wait in time.
+        let locks = locks().with_settings(Settings {
+            retry: Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600)),
+            ..Settings::default()
+        });
+        let lock = locks.lock("ttl-bound");
+        lock.clone()
+            .expires(Duration::from_millis(300))
+            .acquire()
+            .await
+            .unwrap()
+            .abandon();
+        let started = tokio::time::Instant::now();
+        let guard = lock
+            .clone()
+            .timeout(Duration::from_secs(20))
+            .acquire()
+            .await
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        guard.release().await.unwrap();
+    }
+
+    /// Fails its first `failures` attempts with `error`, then acts as a memory backend.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: MemoryBackend,
+        failures: usize,
+        transient: bool,
+        attempts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl LockBackend for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn capabilities(&self) -> Capabilities {
+            Capabilities::default()
+        }
+        async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
+            let n = self.attempts.fetch_add(1, Ordering::SeqCst);
+            if n < self.failures {
+                let source = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+                return Err(if self.transient {
+                    Error::Unavailable {
+                        backend: "flaky",
+                        context: "connecting".into(),
+                        source,
+                    }
+                } else {
+                    Error::Backend {
+                        backend: "flaky",
+                        context: "auth".into(),
+                        source,
+                    }
+                });
+            }
+            self.inner.try_acquire(key, token, ttl).await
+        }
+        async fn release(&self, key: &str, token: &Token) -> Result<bool> {
+            self.inner.release(key, token).await
+        }
+        async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
+            self.inner.extend(key, token, ttl).await
+        }
+    }
+
+    fn flaky(failures: usize, transient: bool) -> Arc<Flaky> {
+        Arc::new(Flaky {
+            inner: MemoryBackend::new(),
+            failures,
+            transient,
+            attempts: AtomicUsize::new(0),
+        })
+    }
+
+    #[tokio::test]
+    async fn unavailable_backends_are_retried_until_the_deadline() {
+        let backend = flaky(3, true);
+        let guard = Locks::new(backend.clone())
+            .lock("k")
+            .timeout(Duration::from_secs(10))
+            .acquire()
+            .await
+            .unwrap();
+        assert_eq!(backend.attempts.load(Ordering::SeqCst), 4);
+        guard.release().await.unwrap();
+
+        // Down for good: the last backend error comes back at the deadline, not a Timeout.
+        let down = flaky(usize::MAX, true);
+        let result = Locks::new(down.clone())
+            .lock("k")
+            .timeout(Duration::from_millis(200))
+            .acquire()
+            .await;
+        assert!(
+            matches!(result, Err(Error::Unavailable { .. })),
+            "{result:?}"
+        );
+        assert!(down.attempts.load(Ordering::SeqCst) > 1);
+    }
+
+    #[tokio::test]
+    async fn other_backend_errors_end_the_wait_at_once() {
+        let backend = flaky(usize::MAX, false);
+        let result = Locks::new(backend.clone())
+            .lock("k")
+            .timeout(Duration::from_secs(60))
+            .acquire()
+            .await;
+        assert!(matches!(result, Err(Error::Backend { .. })), "{result:?}");
+        assert_eq!(backend.attempts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn extend_measures_validity_from_its_request() {
+        let locks = locks();
+        let mut guard = locks
+            .lock("extend")
+            .expires(Duration::from_secs(1))
+            .acquire()
+            .await
+            .unwrap();
+        guard.extend(Duration::from_secs(30)).await.unwrap();
+        assert!(guard.remaining() > Duration::from_secs(29));
+        assert!(guard.remaining() <= Duration::from_secs(30));
+        let too_long = guard.extend(MAX_EXPIRES * 2).await;
+        assert!(matches!(too_long, Err(Error::InvalidOption { .. })));
+        guard.release().await.unwrap();
+    }
+
+    /// Collects what the `fmt` subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn traces_show_waits_attempts_and_hold_times() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let locks = locks();
+        let holder = locks.lock("traced").acquire().await.unwrap();
+        let waiter = tokio::spawn({
+            let lock = locks.lock("traced");
+            async move { lock.acquire().await.unwrap().release().await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        holder.release().await.unwrap();
+        waiter.await.unwrap();
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("pylock.acquire"), "{text}");
+        assert!(text.contains("key=traced"), "{text}");
+        let waiter_line = text
+            .lines()
+            .find(|line| line.contains("acquired") && line.contains("fence=2"))
+            .unwrap_or_else(|| panic!("no acquire event for the waiter: {text}"));
+        let attempts: u32 = waiter_line
+            .split("attempts=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no attempt count: {waiter_line}"));
+        assert!(attempts >= 2, "the waiter had to try again: {waiter_line}");
+        assert!(text.contains("waited_us="), "{text}");
+        assert!(text.contains("held_us="), "{text}");
+        assert!(text.contains("pylock: released"), "{text}");
+    }
 }

@@ -114,10 +114,8 @@ impl NoticeBoard {
                 None => false,
             }
         };
-        if idle {
-            if let Some(on_idle) = &self.inner.on_idle {
-                on_idle(key);
-            }
+        if idle && let Some(on_idle) = &self.inner.on_idle {
+            on_idle(key);
         }
     }
 }
@@ -163,10 +161,7 @@ impl ReleaseNotice {
 impl fmt::Debug for ReleaseNotice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReleaseNotice")
-            .field(
-                "key",
-                &self._membership.as_ref().map(|m| m.key.as_str()),
-            )
+            .field("key", &self._membership.as_ref().map(|m| m.key.as_str()))
             .finish()
     }
 }

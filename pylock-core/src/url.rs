@@ -221,7 +221,9 @@ impl ConnectionUrl {
 
 impl fmt::Debug for ConnectionUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("ConnectionUrl").field(&self.redacted).finish()
+        f.debug_tuple("ConnectionUrl")
+            .field(&self.redacted)
+            .finish()
     }
 }
 
@@ -312,11 +314,7 @@ pub fn redact_url(url: &str) -> String {
         return url.to_owned();
     };
     match authority[..at].find(':') {
-        Some(colon) => format!(
-            "{}***{}",
-            &url[..start + colon + 1],
-            &url[start + at..]
-        ),
+        Some(colon) => format!("{}***{}", &url[..start + colon + 1], &url[start + at..]),
         None => url.to_owned(),
     }
 }
@@ -337,7 +335,9 @@ pub(crate) fn scheme_of(url: &str) -> std::result::Result<String, String> {
 }
 
 fn decode(raw: &str) -> std::result::Result<String, std::str::Utf8Error> {
-    percent_decode_str(raw).decode_utf8().map(|s| s.into_owned())
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|s| s.into_owned())
 }
 
 fn parse_host(raw: &str) -> std::result::Result<HostPort, String> {
@@ -354,9 +354,11 @@ fn parse_host(raw: &str) -> std::result::Result<HostPort, String> {
         }
         let port = match after {
             "" => None,
-            _ => Some(after.strip_prefix(':').ok_or_else(|| {
-                format!("expected :port after ]{after}")
-            })?),
+            _ => Some(
+                after
+                    .strip_prefix(':')
+                    .ok_or_else(|| format!("expected :port after ]{after}"))?,
+            ),
         };
         (host, port)
     } else {
@@ -407,9 +409,8 @@ mod tests {
 
     #[test]
     fn parses_every_part() {
-        let url =
-            ConnectionUrl::parse("Redis://al%40ice:p%3Ass@h1:1,[::1]:2,h3/0?timeout=2s&x=")
-                .unwrap();
+        let url = ConnectionUrl::parse("Redis://al%40ice:p%3Ass@h1:1,[::1]:2,h3/0?timeout=2s&x=")
+            .unwrap();
         assert_eq!(url.scheme(), "redis");
         assert_eq!(url.username(), Some("al@ice"));
         assert_eq!(url.password().unwrap().expose(), "p:ss");
@@ -501,7 +502,10 @@ mod tests {
             Err(Error::InvalidOption { .. })
         ));
         assert!(matches!(options.u64("n"), Err(Error::InvalidOption { .. })));
-        assert!(matches!(options.bool("b"), Err(Error::InvalidOption { .. })));
+        assert!(matches!(
+            options.bool("b"),
+            Err(Error::InvalidOption { .. })
+        ));
         assert_eq!(options.duration("absent").unwrap(), None);
     }
 

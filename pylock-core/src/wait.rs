@@ -85,27 +85,27 @@ async fn wait_for(request: Request) -> Result<Outcome> {
         attempts += 1;
         let sent_at = Instant::now();
         unsettled.arm();
-        let (error, holder_remaining) = match backend.try_acquire(&server_key, &token, expires).await
-        {
-            Ok(Attempt::Acquired { fence }) => {
-                unsettled.disarm();
-                tracing::debug!(
-                    attempts,
-                    waited_us = started.elapsed().as_micros(),
-                    fence,
-                    "pylock: acquired"
-                );
-                return Ok(Outcome::Acquired(LockGuard::new(
-                    backend, key, server_key, token, fence, sent_at, expires,
-                )));
-            }
-            Ok(Attempt::Held { remaining }) => {
-                unsettled.disarm();
-                (None, remaining)
-            }
-            Err(error) if error.is_transient() => (Some(error), None),
-            Err(error) => return Err(error),
-        };
+        let (error, holder_remaining) =
+            match backend.try_acquire(&server_key, &token, expires).await {
+                Ok(Attempt::Acquired { fence }) => {
+                    unsettled.disarm();
+                    tracing::debug!(
+                        attempts,
+                        waited_us = started.elapsed().as_micros(),
+                        fence,
+                        "pylock: acquired"
+                    );
+                    return Ok(Outcome::Acquired(LockGuard::new(
+                        backend, key, server_key, token, fence, sent_at, expires,
+                    )));
+                }
+                Ok(Attempt::Held { remaining }) => {
+                    unsettled.disarm();
+                    (None, remaining)
+                }
+                Err(error) if error.is_transient() => (Some(error), None),
+                Err(error) => return Err(error),
+            };
 
         let now = Instant::now();
         if now >= deadline {

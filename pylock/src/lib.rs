@@ -1,1 +1,38 @@
+#![doc = include_str!("../../README.md")]
+#![deny(missing_docs)]
+// Library code returns errors; tests and the conformance checks may unwrap.
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod install;
+
+#[cfg(feature = "blocking")]
+#[cfg_attr(docsrs, doc(cfg(feature = "blocking")))]
+pub mod blocking;
+
+pub use install::{install_default_backends, install_in};
+
+pub use pylock_core::{
+    Attempt, Backoff, BoxError, Capabilities, DEFAULT_EXPIRES, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT,
+    DEFAULT_URL, Error, Lock, LockBackend, LockGuard, Locks, MAX_EXPIRES, MemoryBackend,
+    NoticeBoard, Registry, ReleaseNotice, Result, Settings, Token, URL_ENV, async_trait, memory,
+    url,
+};
+
+/// `open://`: always acquires, never blocks. For tests only; it is not a lock.
+#[cfg(feature = "open")]
+#[cfg_attr(docsrs, doc(cfg(feature = "open")))]
+pub use pylock_open as open;
+
+/// A client for `url`, with every backend this crate's features enable installed.
+///
+/// The same as [`Locks::connect`]; it exists so that the facade works even where the
+/// load-time installer cannot run.
+///
+/// # Errors
+///
+/// As for [`Locks::connect`].
+pub fn connect(url: &str) -> Result<Locks> {
+    install_default_backends();
+    Locks::connect(url)
+}

@@ -1,1 +1,2 @@
-
+//! Shared fixtures of pylock's integration tests.
+#![forbid(unsafe_code)]

@@ -1,0 +1,34 @@
+//! Puts the backends enabled by this crate's features into [`Registry::global`], so that
+//! `Locks::connect("redis://...")` and `Lock::new(..)` with `PYLOCK_URL` set just work.
+
+use std::sync::Once;
+
+use pylock_core::Registry;
+
+/// Installs every backend that this crate's features enable into [`Registry::global`].
+///
+/// Runs by itself when the program loads, so applications never need to call it. Call it
+/// only where load-time constructors do not run (for example when pylock is linked into a
+/// C program as a static library). Calling it again does nothing.
+pub fn install_default_backends() {
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| install_in(Registry::global()));
+}
+
+/// Installs every backend that this crate's features enable into `registry`.
+pub fn install_in(registry: &Registry) {
+    // memory:// is built into every registry already.
+    #[cfg(feature = "open")]
+    pylock_open::register_in(registry);
+    let _ = registry;
+}
+
+// The one unsafe item of the workspace. A load-time constructor is the only way a facade can
+// install its backends with no call from the user ("without ceremony"), as opendal's facade
+// does. It is sound here because the body only takes a `Once` and fills a `RwLock`ed map:
+// it needs no thread-local state, no allocator set up by main, and no runtime.
+#[allow(unsafe_code)]
+#[ctor::ctor(unsafe)]
+fn install_at_load() {
+    install_default_backends();
+}
