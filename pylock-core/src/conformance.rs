@@ -180,9 +180,11 @@ struct Probe {
     keys: Mutex<Vec<String>>,
     /// Pause before answering an attempt that acquired.
     delay_after_acquire: Duration,
-    /// Released (key, token) right after the first attempt that found the lock held, before
-    /// that attempt's answer reaches the waiter.
-    release_after_held: Mutex<Option<(String, Token)>>,
+    /// Answers "held" seen so far.
+    held_answers: AtomicUsize,
+    /// Releases (key, token) right after the n-th "held" answer, before that answer reaches
+    /// the waiter.
+    release_after_held: Mutex<Option<(usize, String, Token)>>,
 }
 
 impl Probe {
@@ -190,6 +192,7 @@ impl Probe {
         Probe {
             inner: Arc::clone(inner),
             attempts: AtomicUsize::new(0),
+            held_answers: AtomicUsize::new(0),
             keys: Mutex::default(),
             delay_after_acquire: Duration::ZERO,
             release_after_held: Mutex::default(),
@@ -219,12 +222,18 @@ impl LockBackend for Probe {
                 tokio::time::sleep(self.delay_after_acquire).await;
             }
             Attempt::Held { .. } => {
-                let pending = self
-                    .release_after_held
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .take();
-                if let Some((key, token)) = pending {
+                let nth = self.held_answers.fetch_add(1, Ordering::SeqCst) + 1;
+                let pending = {
+                    let mut pending = self
+                        .release_after_held
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    match pending.as_ref() {
+                        Some((when, ..)) if *when == nth => pending.take(),
+                        _ => None,
+                    }
+                };
+                if let Some((_, key, token)) = pending {
                     assert!(
                         self.inner.release(&key, &token).await?,
                         "the holder's release failed"
@@ -662,12 +671,26 @@ pub async fn waiter_wakes_on_release(backend: Arc<dyn LockBackend>) {
 }
 
 /// A release that happens after a waiter's attempt failed but before it starts waiting still
-/// wakes it: waiters subscribe before they try (safety rule 5, no lost wake-ups).
+/// wakes it (safety rule 5, no lost wake-ups). Two moments are checked: between the first
+/// attempt and the subscription (the waiter must try again once subscribed), and between a
+/// later attempt and its wait (the subscription must already be active on the server).
 pub async fn release_between_attempt_and_wait_still_wakes(backend: Arc<dyn LockBackend>) {
-    let probe = Arc::new(Probe::new(&backend));
+    for (nth_held, attempts) in [(1, 2), (2, 3)] {
+        release_after_held_answer(&backend, nth_held, attempts).await;
+    }
+}
+
+/// Holds a lock, lets a waiter come, releases right after the waiter's `nth_held` "held"
+/// answer, and checks the waiter got the lock promptly after `attempts` attempts.
+async fn release_after_held_answer(
+    backend: &Arc<dyn LockBackend>,
+    nth_held: usize,
+    attempts: usize,
+) {
+    let probe = Arc::new(Probe::new(backend));
     let probed: Arc<dyn LockBackend> = probe.clone();
     let locks = client(&probed).with_settings({
-        let mut settings = client(&backend).settings().clone();
+        let mut settings = client(backend).settings().clone();
         settings.retry = Backoff::new(Duration::from_secs(20), Duration::from_secs(20));
         settings.timeout = Duration::from_secs(8);
         settings
@@ -682,19 +705,19 @@ pub async fn release_between_attempt_and_wait_still_wakes(backend: Arc<dyn LockB
             .expect("try"),
         Attempt::Acquired { .. }
     ));
-    // The holder releases exactly between the waiter's failed attempt and its wait.
     *probe
         .release_after_held
         .lock()
-        .unwrap_or_else(PoisonError::into_inner) = Some((server_key, holder));
+        .unwrap_or_else(PoisonError::into_inner) = Some((nth_held, server_key, holder));
     let started = Instant::now();
     let guard = must_acquire(&locks.lock(name)).await;
     let waited = started.elapsed();
     assert!(
         waited < Duration::from_secs(5),
-        "the wake-up was lost: the waiter slept {waited:?}, until its next poll"
+        "the wake-up was lost (release after held answer {nth_held}): the waiter slept \
+         {waited:?}, until its next poll"
     );
-    assert_eq!(probe.attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(probe.attempts.load(Ordering::SeqCst), attempts);
     guard.release().await.expect("release");
 }
 

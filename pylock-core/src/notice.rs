@@ -85,6 +85,11 @@ impl NoticeBoard {
         }
     }
 
+    /// Whether `key` has waiters now.
+    pub fn is_waited(&self, key: &str) -> bool {
+        self.channels().contains_key(key)
+    }
+
     /// The keys that have waiters now, e.g. to subscribe again after a reconnect.
     pub fn waited_keys(&self) -> Vec<String> {
         self.channels().keys().cloned().collect()
@@ -217,11 +222,13 @@ mod tests {
         let (b, first_b) = board.subscribe("k");
         assert!(first_a && !first_b);
         assert_eq!(board.waited_keys(), vec!["k".to_owned()]);
+        assert!(board.is_waited("k"));
         drop(a);
         assert_eq!(idle.load(Ordering::SeqCst), 0);
         drop(b);
         assert_eq!(idle.load(Ordering::SeqCst), 1);
         assert!(board.waited_keys().is_empty());
+        assert!(!board.is_waited("k"));
         assert!(!board.notify("k"));
     }
 }

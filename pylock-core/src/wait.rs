@@ -1,12 +1,13 @@
 //! The wait loop: the one place that decides when to try, how long to sleep, and when to give
 //! up.
 //!
-//! 1. Subscribe to release notices *before* the first attempt (if the backend has them and we
-//!    may wait), so a release between an attempt and the following wait still wakes us.
-//! 2. Try. On success the guard's validity starts from when this attempt was *sent*.
-//! 3. Otherwise sleep until a release notice, the next backoff step, the holder's remaining
-//!    TTL, or the deadline, whichever is first; then try again. The last attempt happens at
-//!    the deadline.
+//! 1. Try. On success the guard's validity starts from when this attempt was *sent*. An
+//!    uncontended acquire is this one round trip.
+//! 2. Held, and time left: subscribe to release notices (if the backend has them) and try
+//!    again at once. From here on every attempt is made while subscribed, so a release
+//!    between an attempt and the following wait still wakes us (no lost wake-ups).
+//! 3. Sleep until a release notice, the next backoff step, the holder's remaining TTL, or the
+//!    deadline, whichever is first; then try again. The last attempt happens at the deadline.
 //!
 //! All attempts of one acquire use the same owner token, so an attempt whose reply was lost
 //! (the server set the key, the connection dropped) is recognised as ours by the next one.
@@ -23,6 +24,7 @@ use crate::backend::{Attempt, LockBackend};
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, release_in_background};
 use crate::lock::Request;
+use crate::notice::ReleaseNotice;
 use crate::settings::Backoff;
 use crate::token::Token;
 
@@ -64,20 +66,8 @@ async fn wait_for(request: Request) -> Result<Outcome> {
     })?;
     let token = Token::generate()?;
 
-    let mut notice = if !timeout.is_zero() && backend.capabilities().notifications {
-        match backend.subscribe(&server_key).await {
-            Ok(notice) => notice,
-            // Waiting still works without notices, by polling.
-            Err(error) if error.is_transient() => {
-                tracing::debug!(%error, "pylock: no release notices, polling");
-                None
-            }
-            Err(error) => return Err(error),
-        }
-    } else {
-        None
-    };
-
+    let mut notice: Option<ReleaseNotice> = None;
+    let mut subscribed = false;
     let mut unsettled = Unsettled::new(Arc::clone(&backend), &server_key, token, &key);
     let mut pauses = Pauses::new(locks.settings().retry, token);
     let mut attempts: u32 = 0;
@@ -118,6 +108,15 @@ async fn wait_for(request: Request) -> Result<Outcome> {
         }
         if let Some(error) = &error {
             tracing::debug!(%error, "pylock: backend unavailable, retrying");
+        }
+        if !subscribed && backend.capabilities().notifications {
+            subscribed = true;
+            notice = subscribe(backend.as_ref(), &server_key).await?;
+            if notice.is_some() {
+                // Try again at once: a release between the last attempt and the subscription
+                // sent its notice to nobody.
+                continue;
+            }
         }
         let mut pause = pauses.next().min(deadline - now);
         if let Some(remaining) = holder_remaining {
@@ -175,6 +174,19 @@ impl Drop for Unsettled {
                 std::mem::take(&mut self.key),
             );
         }
+    }
+}
+
+/// Subscribes to release notices of `server_key`. An unreachable backend means polling
+/// instead, not failing: the attempts will report the outage if it lasts.
+async fn subscribe(backend: &dyn LockBackend, server_key: &str) -> Result<Option<ReleaseNotice>> {
+    match backend.subscribe(server_key).await {
+        Ok(notice) => Ok(notice),
+        Err(error) if error.is_transient() => {
+            tracing::debug!(%error, "pylock: no release notices, polling");
+            Ok(None)
+        }
+        Err(error) => Err(error),
     }
 }
 
