@@ -48,8 +48,13 @@
 //! Rust 1.88, the oldest our dependencies build with. Raising it is a minor-version change.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-// Library code returns errors; tests and the conformance checks may unwrap.
-#![warn(clippy::unwrap_used, clippy::expect_used)]
+// Library code returns errors and logs through `tracing`; tests may unwrap and print.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;

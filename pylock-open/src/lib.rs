@@ -22,8 +22,13 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-// Library code returns errors; tests and the conformance checks may unwrap.
-#![warn(clippy::unwrap_used, clippy::expect_used)]
+// Library code returns errors and logs through `tracing`; tests may unwrap and print.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,6 @@
 //! cargo run -p pylock --example contention                      # memory://, 8 tasks
 //! cargo run -p pylock --example contention -- --url redis://127.0.0.1:6379 --processes 4
 //! ```
-#![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};

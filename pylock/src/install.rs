@@ -20,6 +20,8 @@ pub fn install_in(registry: &Registry) {
     // memory:// is built into every registry already.
     #[cfg(feature = "open")]
     pylock_open::register_in(registry);
+    #[cfg(feature = "redis")]
+    pylock_redis::register_in(registry);
     let _ = registry;
 }
 

@@ -1,7 +1,12 @@
 #![doc = include_str!("../../README.md")]
 #![deny(missing_docs)]
-// Library code returns errors; tests and the conformance checks may unwrap.
-#![warn(clippy::unwrap_used, clippy::expect_used)]
+// Library code returns errors and logs through `tracing`; tests may unwrap and print.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod install;
@@ -23,6 +28,11 @@ pub use pylock_core::{
 #[cfg(feature = "open")]
 #[cfg_attr(docsrs, doc(cfg(feature = "open")))]
 pub use pylock_open as open;
+
+/// `redis://`, `rediss://`, `redis+unix://`: locks on a Redis or Valkey server.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use pylock_redis as redis;
 
 /// A client for `url`, with every backend this crate's features enable installed.
 ///

@@ -1,2 +1,9 @@
-//! Shared fixtures of pylock's integration tests.
+//! Shared fixtures of pylock's integration tests: real servers (see [`server`]) and small
+//! helpers to watch a test's traces.
 #![forbid(unsafe_code)]
+
+pub mod docker;
+pub mod server;
+pub mod traces;
+
+pub use server::{Kind, Needs, Provider, TestServer};

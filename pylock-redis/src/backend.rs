@@ -1,0 +1,199 @@
+//! [`RedisBackend`]: the lock primitives as Lua scripts over one multiplexed connection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pylock_core::{Attempt, Capabilities, LockBackend, ReleaseNotice, Result, Token, async_trait};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::OnceCell;
+
+use crate::config::RedisConfig;
+use crate::errors::{from_redis, timed_out};
+use crate::keys::{fence_key, notice_channel};
+use crate::notices::Notices;
+use crate::scripts::{ACQUIRE, EXTEND, RELEASE};
+
+/// Locks on one Redis server (or one primary), through one multiplexed, auto-reconnecting
+/// connection shared by every lock of the backend.
+///
+/// - Acquire is one atomic `SET key token NX PX ms` inside a script that, when the lock is
+///   held, also returns the holder's remaining TTL in the same round trip.
+/// - Release and extend compare the owner token inside a script; release announces itself on
+///   a pub/sub channel so waiters wake in about one round trip.
+/// - Fencing tokens come from a per-lock counter key in the lock's cluster slot (opt out with
+///   `?fencing=false`, which also saves that key).
+/// - While the server is unreachable, calls fail with `Error::Unavailable` within the connect
+///   plus response timeout; the connection comes back by itself once the server does.
+///
+/// The connection is made on first use, on the tokio runtime of that use; keep using the
+/// backend from that runtime.
+#[derive(Debug)]
+pub struct RedisBackend {
+    config: RedisConfig,
+    client: redis::Client,
+    connection: OnceCell<ConnectionManager>,
+    notices: Arc<Notices>,
+}
+
+impl RedisBackend {
+    /// A backend for the server a `redis://`, `rediss://` or `redis+unix://` URL names. It
+    /// connects on first use.
+    ///
+    /// # Errors
+    ///
+    /// As for [`RedisConfig::from_url`].
+    pub fn from_url(url: &str) -> Result<Self> {
+        Self::new(RedisConfig::from_url(url)?)
+    }
+
+    /// A backend for `config`. It connects on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`pylock_core::Error::InvalidUrl`] if the `redis` crate refuses the settings.
+    pub fn new(config: RedisConfig) -> Result<Self> {
+        let client = redis::Client::open(config.info.clone()).map_err(|e| {
+            pylock_core::Error::InvalidUrl {
+                url: config.redacted_url().to_owned(),
+                reason: e.to_string(),
+            }
+        })?;
+        let notices = Notices::new(client.clone(), &config);
+        Ok(RedisBackend {
+            config,
+            client,
+            connection: OnceCell::new(),
+            notices,
+        })
+    }
+
+    /// The backend's settings.
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    /// The shared connection, made on first use.
+    async fn connection(&self) -> Result<ConnectionManager> {
+        self.connection
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.config.connect_timeout))
+                    .set_response_timeout(Some(self.config.response_timeout))
+                    // One connect attempt per call: a call must fail within its timeouts while
+                    // the server is down, and the next call tries again.
+                    .set_number_of_retries(0);
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
+                    .map_err(|e| from_redis(e, "setting up the connection"))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs one script call with the backend's time limit, mapping its errors.
+    async fn call<T, F>(&self, context: &'static str, call: F) -> Result<T>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        // The driver has its own connect and response timeouts; this bound also covers a
+        // reconnect already in progress when the call started.
+        let limit = self.config.call_timeout() + Duration::from_millis(100);
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => result.map_err(|e| from_redis(e, context)),
+            Err(_) => Err(timed_out(context, limit)),
+        }
+    }
+}
+
+/// Milliseconds for `PX`/`PEXPIRE`, rounded up so a lock never lives shorter than asked.
+fn millis(ttl: Duration) -> u64 {
+    let ms = ttl.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX).max(1)
+}
+
+#[async_trait]
+impl LockBackend for RedisBackend {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+            .with_fencing(self.config.fencing)
+            .with_notifications(true)
+            .with_ttl_granularity(Duration::from_millis(1))
+    }
+
+    async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
+        let mut connection = self.connection().await?;
+        let (acquired, value): (i64, i64) = self
+            .call(
+                "acquiring a lock",
+                ACQUIRE
+                    .key(key)
+                    .key(fence_key(key))
+                    .arg(token.to_hex())
+                    .arg(millis(ttl))
+                    .arg(if self.config.fencing { "1" } else { "0" })
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(if acquired == 1 {
+            Attempt::Acquired {
+                fence: u64::try_from(value).ok().filter(|_| self.config.fencing),
+            }
+        } else {
+            Attempt::Held {
+                // -1: the key has no TTL (not set by pylock); -2 cannot happen inside the
+                // script, the key exists.
+                remaining: u64::try_from(value).ok().map(Duration::from_millis),
+            }
+        })
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> Result<bool> {
+        let mut connection = self.connection().await?;
+        let released: i64 = self
+            .call(
+                "releasing a lock",
+                RELEASE
+                    .key(key)
+                    .arg(token.to_hex())
+                    .arg(notice_channel(key))
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(released == 1)
+    }
+
+    async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
+        let mut connection = self.connection().await?;
+        let extended: i64 = self
+            .call(
+                "extending a lock",
+                EXTEND
+                    .key(key)
+                    .arg(token.to_hex())
+                    .arg(millis(ttl))
+                    .invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(extended == 1)
+    }
+
+    async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
+        self.notices.subscribe(&notice_channel(key)).await.map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttls_round_up_to_whole_milliseconds() {
+        assert_eq!(millis(Duration::from_micros(1)), 1);
+        assert_eq!(millis(Duration::from_micros(1001)), 2);
+        assert_eq!(millis(Duration::from_secs(10)), 10_000);
+    }
+}

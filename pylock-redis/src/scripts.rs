@@ -1,0 +1,64 @@
+//! The Lua scripts: each runs atomically on the server, which is what makes acquire, release
+//! and extend safe. They are sent by `EVALSHA`; the `redis` crate loads a script again when the
+//! server answers `NOSCRIPT` (after `SCRIPT FLUSH` or a restart).
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Acquire. KEYS: lock, fence counter. ARGV: token, TTL in ms, "1" to give a fencing token.
+///
+/// One atomic `SET NX PX`; on success the fence counter (a key without TTL, so it survives the
+/// lock's expiry and eviction) is incremented. If the key already holds our token, an earlier
+/// attempt of this same acquire succeeded but its reply was lost: the hold is ours, with a new
+/// TTL and its fence. Otherwise the reply carries the holder's remaining TTL, so the waiter
+/// knows the longest it may have to wait, in the same round trip. Replies `{1, fence}` or
+/// `{0, pttl}` (fence 0 when not fencing; pttl -1 for a key without TTL).
+pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if ARGV[3] == '1' then
+    return {1, redis.call('INCR', KEYS[2])}
+  end
+  return {1, 0}
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, tonumber(redis.call('GET', KEYS[2]) or '0')}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+",
+    )
+});
+
+/// Release. KEYS: lock. ARGV: token, notice channel.
+///
+/// Deletes the lock only if it still holds our token (pylock 0.4's unconditional `DEL` freed
+/// the next holder's lock), then announces the release to waiters. Replies 1 if we held it.
+pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], '')
+  return 1
+end
+return 0
+",
+    )
+});
+
+/// Extend. KEYS: lock. ARGV: token, TTL in ms.
+///
+/// Sets a new TTL only if the lock still holds our token. Replies 1 if we held it.
+pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+",
+    )
+});

@@ -1,0 +1,430 @@
+//! Real servers for the tests: an explicit URL from the environment, a testcontainers
+//! container when a Docker engine answers, or a server binary on a free loopback port.
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `PYLOCK_TEST_REDIS_URL`, `PYLOCK_TEST_MEMCACHE_URL` | use this server (shared tests only) |
+//! | `PYLOCK_TEST_REDIS_IMAGE`, `PYLOCK_TEST_MEMCACHED_IMAGE` | container image (default: the official `redis:7`, `memcached:1.6`) |
+//! | `PYLOCK_TEST_PROVIDER` | force `container` or `binary` |
+//! | `CI=true` | a missing server fails the test instead of skipping it |
+//!
+//! Every server listens on 127.0.0.1 only; containers use the host's network stack.
+
+use std::fmt;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testcontainers::core::WaitFor;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use crate::docker;
+
+/// The servers the tests use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `redis-server`.
+    Redis,
+    /// `memcached`.
+    Memcached,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis",
+            Kind::Memcached => "memcached",
+        }
+    }
+
+    fn url_env(self) -> &'static str {
+        match self {
+            Kind::Redis => "PYLOCK_TEST_REDIS_URL",
+            Kind::Memcached => "PYLOCK_TEST_MEMCACHE_URL",
+        }
+    }
+
+    fn image_env(self) -> &'static str {
+        match self {
+            Kind::Redis => "PYLOCK_TEST_REDIS_IMAGE",
+            Kind::Memcached => "PYLOCK_TEST_MEMCACHED_IMAGE",
+        }
+    }
+
+    fn default_image(self) -> (&'static str, &'static str) {
+        match self {
+            Kind::Redis => ("redis", "7"),
+            Kind::Memcached => ("memcached", "1.6"),
+        }
+    }
+
+    fn binary(self) -> &'static str {
+        match self {
+            Kind::Redis => "redis-server",
+            Kind::Memcached => "memcached",
+        }
+    }
+
+    /// The command line that serves on `port` of 127.0.0.1, with no persistence.
+    fn command(self, port: u16, extra: &[String]) -> Vec<String> {
+        let mut command: Vec<String> = match self {
+            Kind::Redis => vec![
+                "redis-server".into(),
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--save".into(),
+                String::new(),
+                "--appendonly".into(),
+                "no".into(),
+            ],
+            Kind::Memcached => vec![
+                "memcached".into(),
+                "-p".into(),
+                port.to_string(),
+                "-l".into(),
+                "127.0.0.1".into(),
+                "-U".into(),
+                "0".into(),
+                "-u".into(),
+                "root".into(),
+            ],
+        };
+        command.extend(extra.iter().cloned());
+        command
+    }
+
+    fn url(self, port: u16) -> String {
+        match self {
+            Kind::Redis => format!("redis://127.0.0.1:{port}"),
+            Kind::Memcached => format!("memcache://127.0.0.1:{port}"),
+        }
+    }
+}
+
+/// Where a server came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    /// A URL from the environment; the tests cannot restart or configure it.
+    External,
+    /// A testcontainers container on the host network.
+    Container,
+    /// A server binary started by the test.
+    Binary,
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Provider::External => "external URL",
+            Provider::Container => "testcontainers",
+            Provider::Binary => "local binary",
+        })
+    }
+}
+
+/// What a test needs from its server.
+#[derive(Debug, Clone, Default)]
+pub struct Needs {
+    /// Extra server arguments (passwords, ACL users); implies a server of its own.
+    pub args: Vec<String>,
+    /// The test stops, starts or restarts the server; implies a server of its own.
+    pub control: bool,
+    /// Only this provider will do.
+    pub provider: Option<Provider>,
+}
+
+impl Needs {
+    /// Any server will do.
+    pub fn any() -> Self {
+        Self::default()
+    }
+
+    /// A server of the test's own, which it may stop and start.
+    pub fn control() -> Self {
+        Needs {
+            control: true,
+            ..Self::default()
+        }
+    }
+
+    /// A server of its own started with `args`.
+    pub fn args(args: &[&str]) -> Self {
+        Needs {
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            control: true,
+            ..Self::default()
+        }
+    }
+
+    /// Only from `provider`.
+    pub fn from(mut self, provider: Provider) -> Self {
+        self.provider = Some(provider);
+        self
+    }
+}
+
+enum Process {
+    External,
+    Container(Box<ContainerAsync<GenericImage>>),
+    Binary(Option<Child>),
+}
+
+/// A running test server. Dropping it stops what the test started.
+pub struct TestServer {
+    kind: Kind,
+    provider: Provider,
+    url: String,
+    port: u16,
+    args: Vec<String>,
+    process: Process,
+}
+
+impl fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TestServer")
+            .field("kind", &self.kind)
+            .field("provider", &self.provider)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl TestServer {
+    /// A server as `needs` says, or `None` (after saying why on stderr) when there is none
+    /// to be had outside CI. Under `CI=true` a missing server panics: CI must not skip.
+    pub async fn start(kind: Kind, needs: Needs) -> Option<TestServer> {
+        let forced = std::env::var("PYLOCK_TEST_PROVIDER").ok();
+        let wanted = needs.provider.or(match forced.as_deref() {
+            Some("container") => Some(Provider::Container),
+            Some("binary") => Some(Provider::Binary),
+            _ => None,
+        });
+        let own = needs.control || !needs.args.is_empty();
+
+        if !own
+            && matches!(wanted, None | Some(Provider::External))
+            && let Ok(url) = std::env::var(kind.url_env())
+        {
+            return Some(announce(TestServer {
+                kind,
+                provider: Provider::External,
+                url,
+                port: 0,
+                args: Vec::new(),
+                process: Process::External,
+            }));
+        }
+        let mut reasons = Vec::new();
+        if matches!(wanted, None | Some(Provider::Container)) {
+            match start_container(kind, &needs.args).await {
+                Ok(server) => return Some(announce(server)),
+                Err(reason) => reasons.push(format!("testcontainers: {reason}")),
+            }
+        }
+        if matches!(wanted, None | Some(Provider::Binary)) {
+            match start_binary(kind, &needs.args) {
+                Ok(server) => return Some(announce(server)),
+                Err(reason) => reasons.push(format!("binary: {reason}")),
+            }
+        }
+        let message = format!(
+            "no {} server for this test ({}); set {}, start a Docker engine, or install {}",
+            kind.name(),
+            reasons.join("; "),
+            kind.url_env(),
+            kind.binary()
+        );
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("{message}");
+        }
+        eprintln!("SKIPPED (not in CI): {message}");
+        None
+    }
+
+    /// The server's URL for pylock.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Where the server came from.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The loopback port (0 for an external server).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (its data is lost). Only for servers of the test's own.
+    pub async fn stop(&mut self) {
+        match &mut self.process {
+            Process::External => panic!("cannot stop an external server"),
+            Process::Container(container) => container
+                .stop_with_timeout(Some(0))
+                .await
+                .expect("stop the container"),
+            Process::Binary(child) => {
+                if let Some(mut child) = child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+        }
+        wait_until(
+            || TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err(),
+            "stop",
+        );
+    }
+
+    /// Starts a stopped server again on the same port, empty.
+    pub async fn start_again(&mut self) {
+        match &mut self.process {
+            Process::External => panic!("cannot start an external server"),
+            Process::Container(container) => {
+                container.start().await.expect("start the container again");
+            }
+            Process::Binary(child) => {
+                *child = Some(spawn(self.kind, self.port, &self.args).expect("restart the binary"));
+            }
+        }
+        wait_ready(self.port).expect("the restarted server answers");
+    }
+
+    /// Stops and starts the server: everything it held is gone.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start_again().await;
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Process::Binary(Some(child)) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A container is removed by its own drop.
+    }
+}
+
+fn announce(server: TestServer) -> TestServer {
+    // The log of every run says which provider served it.
+    eprintln!(
+        "test server: {} via {} at {}",
+        server.kind.name(),
+        server.provider,
+        server.url
+    );
+    server
+}
+
+async fn start_container(kind: Kind, args: &[String]) -> Result<TestServer, String> {
+    docker::ping().await?;
+    let (default_name, default_tag) = kind.default_image();
+    let image =
+        std::env::var(kind.image_env()).unwrap_or_else(|_| format!("{default_name}:{default_tag}"));
+    let (name, tag) = image.rsplit_once(':').unwrap_or((image.as_str(), "latest"));
+    let port = free_port()?;
+    let ready = match kind {
+        Kind::Redis => WaitFor::message_on_stdout("Ready to accept connections"),
+        // memcached prints nothing when ready; the port check below decides.
+        Kind::Memcached => WaitFor::Nothing,
+    };
+    let container = GenericImage::new(name, tag)
+        .with_wait_for(ready)
+        .with_network("host")
+        .with_cmd(kind.command(port, args))
+        .with_startup_timeout(Duration::from_secs(60))
+        .start()
+        .await
+        .map_err(|e| format!("starting {image}: {e}"))?;
+    wait_ready(port)?;
+    Ok(TestServer {
+        kind,
+        provider: Provider::Container,
+        url: kind.url(port),
+        port,
+        args: args.to_vec(),
+        process: Process::Container(Box::new(container)),
+    })
+}
+
+fn start_binary(kind: Kind, args: &[String]) -> Result<TestServer, String> {
+    let port = free_port()?;
+    let child = spawn(kind, port, args)?;
+    let mut server = TestServer {
+        kind,
+        provider: Provider::Binary,
+        url: kind.url(port),
+        port,
+        args: args.to_vec(),
+        process: Process::Binary(Some(child)),
+    };
+    if let Err(reason) = wait_ready(port) {
+        if let Process::Binary(Some(child)) = &mut server.process {
+            let _ = child.kill();
+        }
+        return Err(reason);
+    }
+    Ok(server)
+}
+
+fn spawn(kind: Kind, port: u16, args: &[String]) -> Result<Child, String> {
+    let command = kind.command(port, args);
+    let binary =
+        find_binary(kind.binary()).ok_or_else(|| format!("{} not found", kind.binary()))?;
+    Command::new(binary)
+        .args(&command[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", kind.binary()))
+}
+
+fn find_binary(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([
+            "/usr/sbin".into(),
+            "/usr/bin".into(),
+            "/usr/local/bin".into(),
+        ])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> Result<u16, String> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+fn wait_ready(port: u16) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("nothing listens on 127.0.0.1:{port} after 20 s"))
+}
+
+fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not {what} within 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
