@@ -1,10 +1,28 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, every unit/integration/doc test, and the docs.
 # README.md gives this command to new users; .ci/run calls it too.
+#
+# The integration tests start their own Redis and memcached servers (see tests/src/server.rs):
+# from PYLOCK_TEST_REDIS_URL / PYLOCK_TEST_MEMCACHE_URL, through testcontainers when a Docker
+# engine answers, or from the redis-server and memcached binaries, which this script installs
+# with apt-get when they are missing and it runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v memcached >/dev/null 2>&1 || missing+=(memcached)
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    step "installing ${missing[*]} for the integration tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "note: ${missing[*]} not installed; tests that need them use Docker or are skipped (outside CI)" >&2
+  fi
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,11 +1,11 @@
 //! [`RedisBackend`]: the lock primitives as Lua scripts over one multiplexed connection.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pylock_core::{Attempt, Capabilities, LockBackend, ReleaseNotice, Result, Token, async_trait};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::OnceCell;
 
 use crate::config::RedisConfig;
@@ -90,17 +90,34 @@ impl RedisBackend {
             .cloned()
     }
 
-    /// Runs one script call with the backend's time limit, mapping its errors.
-    async fn call<T, F>(&self, context: &'static str, call: F) -> Result<T>
-    where
-        F: Future<Output = redis::RedisResult<T>>,
-    {
+    /// Runs one script with the backend's time limit, mapping its errors.
+    ///
+    /// A connection that died under us (the server restarted) is replaced by the connection
+    /// manager; the call is then tried once more on the new one, so that, say, a guard's
+    /// release right after a restart gets an answer instead of an error. Every script is safe
+    /// to run twice: acquire recognises its own token, extend sets the same TTL, and a second
+    /// release finds nothing to delete (reported as a lost lock, which is then the truth on the
+    /// server too).
+    async fn run<T: FromRedisValue>(
+        &self,
+        context: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T> {
         // The driver has its own connect and response timeouts; this bound also covers a
         // reconnect already in progress when the call started.
         let limit = self.config.call_timeout() + Duration::from_millis(100);
-        match tokio::time::timeout(limit, call).await {
-            Ok(result) => result.map_err(|e| from_redis(e, context)),
-            Err(_) => Err(timed_out(context, limit)),
+        let mut retried = false;
+        loop {
+            let mut connection = self.connection().await?;
+            match tokio::time::timeout(limit, script.invoke_async(&mut connection)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if !retried && error.is_connection_dropped() => {
+                    tracing::debug!(%error, "pylock: redis connection dropped, retrying once");
+                    retried = true;
+                }
+                Ok(Err(error)) => return Err(from_redis(error, context)),
+                Err(_) => return Err(timed_out(context, limit)),
+            }
         }
     }
 }
@@ -125,17 +142,15 @@ impl LockBackend for RedisBackend {
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
-        let mut connection = self.connection().await?;
         let (acquired, value): (i64, i64) = self
-            .call(
+            .run(
                 "acquiring a lock",
                 ACQUIRE
                     .key(key)
                     .key(fence_key(key))
                     .arg(token.to_hex())
                     .arg(millis(ttl))
-                    .arg(if self.config.fencing { "1" } else { "0" })
-                    .invoke_async(&mut connection),
+                    .arg(if self.config.fencing { "1" } else { "0" }),
             )
             .await?;
         Ok(if acquired == 1 {
@@ -152,30 +167,23 @@ impl LockBackend for RedisBackend {
     }
 
     async fn release(&self, key: &str, token: &Token) -> Result<bool> {
-        let mut connection = self.connection().await?;
         let released: i64 = self
-            .call(
+            .run(
                 "releasing a lock",
                 RELEASE
                     .key(key)
                     .arg(token.to_hex())
-                    .arg(notice_channel(key))
-                    .invoke_async(&mut connection),
+                    .arg(notice_channel(key)),
             )
             .await?;
         Ok(released == 1)
     }
 
     async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
-        let mut connection = self.connection().await?;
         let extended: i64 = self
-            .call(
+            .run(
                 "extending a lock",
-                EXTEND
-                    .key(key)
-                    .arg(token.to_hex())
-                    .arg(millis(ttl))
-                    .invoke_async(&mut connection),
+                EXTEND.key(key).arg(token.to_hex()).arg(millis(ttl)),
             )
             .await?;
         Ok(extended == 1)

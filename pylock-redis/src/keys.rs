@@ -6,12 +6,12 @@
 //! tag keeps it, and one derived from a key without gets the whole key as its tag.
 
 /// The key of the fencing counter of `key`.
-pub(crate) fn fence_key(key: &str) -> String {
+pub fn fence_key(key: &str) -> String {
     sibling(key, ":pylock-fence")
 }
 
 /// The pub/sub channel on which releases of `key` are announced.
-pub(crate) fn notice_channel(key: &str) -> String {
+pub fn notice_channel(key: &str) -> String {
     sibling(key, ":pylock-released")
 }
 

@@ -56,9 +56,9 @@
 mod backend;
 mod config;
 mod errors;
-mod keys;
+pub mod keys;
 mod notices;
-mod scripts;
+pub mod scripts;
 
 use std::sync::Arc;
 

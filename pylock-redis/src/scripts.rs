@@ -1,5 +1,5 @@
 //! The Lua scripts: each runs atomically on the server, which is what makes acquire, release
-//! and extend safe. They are sent by `EVALSHA`; the `redis` crate loads a script again when the
+//! and extend safe. Public so that they can be read, and benchmarked on their own. They are sent by `EVALSHA`; the `redis` crate loads a script again when the
 //! server answers `NOSCRIPT` (after `SCRIPT FLUSH` or a restart).
 
 use std::sync::LazyLock;
@@ -14,7 +14,7 @@ use redis::Script;
 /// TTL and its fence. Otherwise the reply carries the holder's remaining TTL, so the waiter
 /// knows the longest it may have to wait, in the same round trip. Replies `{1, fence}` or
 /// `{0, pttl}` (fence 0 when not fencing; pttl -1 for a key without TTL).
-pub(crate) static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -36,7 +36,7 @@ return {0, redis.call('PTTL', KEYS[1])}
 ///
 /// Deletes the lock only if it still holds our token (pylock 0.4's unconditional `DEL` freed
 /// the next holder's lock), then announces the release to waiters. Replies 1 if we held it.
-pub(crate) static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -52,7 +52,7 @@ return 0
 /// Extend. KEYS: lock. ARGV: token, TTL in ms.
 ///
 /// Sets a new TTL only if the lock still holds our token. Replies 1 if we held it.
-pub(crate) static EXTEND: LazyLock<Script> = LazyLock::new(|| {
+pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then

@@ -1,0 +1,164 @@
+//! The server's own speed, measured in the same run: what the scenarios are compared with.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use pylock::redis::keys;
+use pylock::redis::scripts::{ACQUIRE, RELEASE};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+
+use crate::scenarios::Budget;
+use crate::stats::Samples;
+
+/// Round trips of the server named by `url`, if the scheme has a baseline.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Baseline {
+    /// One PING through the async connection type the backend uses (p50, µs).
+    pub(crate) rtt_us: Option<f64>,
+    /// One PING on a plain blocking socket: the floor on this machine (p50, µs).
+    pub(crate) floor_rtt_us: Option<f64>,
+    /// A bare `SET NX PX` + `DEL` loop of the throughput scenario's tasks on one multiplexed
+    /// connection: cycles per second without any library around it.
+    pub(crate) raw_cycles_per_s: Option<f64>,
+    /// The same loop running pylock's acquire and release scripts directly (no library):
+    /// what the server-side scripts cost.
+    pub(crate) script_cycles_per_s: Option<f64>,
+}
+
+pub(crate) async fn measure(url: &str, tasks: usize, budget: Budget) -> Baseline {
+    if !url.starts_with("redis://") {
+        return Baseline::default();
+    }
+    let client = redis::Client::open(url).expect("redis URL");
+    let manager =
+        ConnectionManager::new_with_config(client.clone(), ConnectionManagerConfig::new())
+            .await
+            .expect("connect");
+    let addr = match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        other => panic!("baselines need a TCP address, not {other:?}"),
+    };
+    Baseline {
+        rtt_us: Some(async_ping(&manager, budget).await.quantile_us(0.5)),
+        floor_rtt_us: Some(blocking_ping(&addr, budget).quantile_us(0.5)),
+        raw_cycles_per_s: Some(raw_cycles(&manager, tasks, budget, false).await.ops_per_s()),
+        script_cycles_per_s: Some(raw_cycles(&manager, tasks, budget, true).await.ops_per_s()),
+    }
+}
+
+async fn async_ping(manager: &ConnectionManager, budget: Budget) -> Samples {
+    let mut connection = manager.clone();
+    let mut samples = Samples::default();
+    let started = Instant::now();
+    for _ in 0..budget.operations {
+        let sent = Instant::now();
+        let _: String = redis::cmd("PING")
+            .query_async(&mut connection)
+            .await
+            .expect("PING");
+        samples.push(sent.elapsed());
+        samples.operations += 1;
+        if started.elapsed() > budget.time {
+            break;
+        }
+    }
+    samples.elapsed = started.elapsed();
+    samples
+}
+
+fn blocking_ping(addr: &str, budget: Budget) -> Samples {
+    let mut socket = TcpStream::connect(addr).expect("connect");
+    socket.set_nodelay(true).expect("nodelay");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut samples = Samples::default();
+    let mut reply = [0u8; 7];
+    let started = std::time::Instant::now();
+    for _ in 0..budget.operations {
+        let sent = std::time::Instant::now();
+        socket.write_all(b"*1\r\n$4\r\nPING\r\n").expect("write");
+        socket.read_exact(&mut reply).expect("read");
+        assert_eq!(&reply, b"+PONG\r\n");
+        samples.push(sent.elapsed());
+        samples.operations += 1;
+        if started.elapsed() > budget.time {
+            break;
+        }
+    }
+    samples.elapsed = started.elapsed();
+    samples
+}
+
+/// `tasks` tasks on one multiplexed connection, each cycle two commands: `SET NX PX` and
+/// `DEL`, or (`scripts`) pylock's acquire and release scripts.
+async fn raw_cycles(
+    manager: &ConnectionManager,
+    tasks: usize,
+    budget: Budget,
+    scripts: bool,
+) -> Samples {
+    let started = Instant::now();
+    let per_task = budget.operations / tasks as u64;
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let mut connection = manager.clone();
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                for i in 0..per_task {
+                    let key = format!("raw:{task}:{}", i % 16);
+                    if scripts {
+                        let _: (i64, i64) = ACQUIRE
+                            .key(&key)
+                            .key(keys::fence_key(&key))
+                            .arg("token")
+                            .arg(10_000)
+                            .arg("1")
+                            .invoke_async(&mut connection)
+                            .await
+                            .expect("acquire script");
+                        let _: i64 = RELEASE
+                            .key(&key)
+                            .arg("token")
+                            .arg(keys::notice_channel(&key))
+                            .invoke_async(&mut connection)
+                            .await
+                            .expect("release script");
+                        samples.operations += 1;
+                        if started.elapsed() > budget.time {
+                            break;
+                        }
+                        continue;
+                    }
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(&key)
+                        .arg("token")
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(10_000)
+                        .query_async(&mut connection)
+                        .await
+                        .expect("SET");
+                    let _: i64 = redis::cmd("DEL")
+                        .arg(&key)
+                        .query_async(&mut connection)
+                        .await
+                        .expect("DEL");
+                    samples.operations += 1;
+                    if started.elapsed() > budget.time {
+                        break;
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for handle in handles {
+        all.extend(handle.await.expect("task"));
+    }
+    all.elapsed = started.elapsed();
+    all
+}

@@ -1,0 +1,125 @@
+//! The scenarios, each bounded in count and in time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pylock::Locks;
+use tokio::sync::{Mutex, watch};
+use tokio::time::Instant;
+
+use crate::stats::Samples;
+
+/// Limits of one scenario: it stops at whichever comes first.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budget {
+    pub(crate) operations: u64,
+    pub(crate) time: Duration,
+}
+
+/// One task, fresh keys: acquire + release, one after the other.
+pub(crate) async fn uncontended(locks: &Locks, budget: Budget) -> Samples {
+    let mut samples = Samples::default();
+    let started = Instant::now();
+    for i in 0..budget.operations {
+        let lock = locks.lock(format!("uncontended:{i}"));
+        let cycle = Instant::now();
+        let guard = lock.acquire().await.expect("acquire");
+        guard.release().await.expect("release");
+        samples.push(cycle.elapsed());
+        samples.operations += 1;
+        if started.elapsed() > budget.time {
+            break;
+        }
+    }
+    samples.elapsed = started.elapsed();
+    samples
+}
+
+/// `tasks` tasks on distinct keys of one backend, acquiring and releasing as fast as they can.
+pub(crate) async fn throughput(locks: &Locks, tasks: usize, budget: Budget) -> Samples {
+    let started = Instant::now();
+    let per_task = budget.operations / tasks as u64;
+    let handles: Vec<_> = (0..tasks)
+        .map(|task| {
+            let locks = locks.clone();
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                for i in 0..per_task {
+                    let lock = locks.lock(format!("throughput:{task}:{}", i % 16));
+                    let cycle = Instant::now();
+                    let guard = lock.acquire().await.expect("acquire");
+                    guard.release().await.expect("release");
+                    samples.push(cycle.elapsed());
+                    samples.operations += 1;
+                    if started.elapsed() > budget.time {
+                        break;
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for handle in handles {
+        all.extend(handle.await.expect("task"));
+    }
+    all.elapsed = started.elapsed();
+    all
+}
+
+/// `waiters` tasks on one key. Each sample is the time from the moment a holder starts its
+/// release to the moment the next holder's acquire returns. Every holder keeps the lock for
+/// `HOLD`, so the others are all waiting by then; after its release it stays out until
+/// someone else got the lock, so the next holder is always a waiter woken by the release.
+pub(crate) async fn handoff(locks: &Locks, waiters: usize, budget: Budget) -> Samples {
+    const HOLD: Duration = Duration::from_millis(1);
+    let released_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let (acquisitions, _) = watch::channel(0u64);
+    let acquisitions = Arc::new(acquisitions);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..waiters)
+        .map(|_| {
+            let lock = locks
+                .lock("handoff")
+                .timeout(Duration::from_secs(30))
+                .expires(Duration::from_secs(10));
+            let released_at = Arc::clone(&released_at);
+            let acquisitions = Arc::clone(&acquisitions);
+            tokio::spawn(async move {
+                let mut samples = Samples::default();
+                let mut seen = acquisitions.subscribe();
+                loop {
+                    let guard = lock.acquire().await.expect("acquire");
+                    if let Some(at) = released_at.lock().await.take() {
+                        samples.push(at.elapsed());
+                    }
+                    samples.operations += 1;
+                    let mut count = 0;
+                    acquisitions.send_modify(|n| {
+                        *n += 1;
+                        count = *n;
+                    });
+                    let done = count >= budget.operations || started.elapsed() > budget.time;
+                    seen.mark_unchanged();
+                    tokio::time::sleep(HOLD).await;
+                    *released_at.lock().await = Some(Instant::now());
+                    guard.release().await.expect("release");
+                    if done {
+                        return samples;
+                    }
+                    // Stay out until another task got the lock (or all others have finished).
+                    let _ = tokio::time::timeout(Duration::from_secs(1), seen.changed()).await;
+                    if started.elapsed() > budget.time + Duration::from_secs(1) {
+                        return samples;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for handle in handles {
+        all.extend(handle.await.expect("task"));
+    }
+    all.elapsed = started.elapsed();
+    all
+}
