@@ -16,7 +16,7 @@ image_of() { # binary image-name
     cp -L "$file" "$root$file"
   done
   mkdir -p "$root/tmp" "$root/data"
-  tar -C "$root" -c . | docker import -q - "$image" >/dev/null
+  tar -C "$root" -c . | docker import - "$image" >/dev/null
 }
 
 image_of "$(command -v redis-server)" pylock-test/redis:local

@@ -6,15 +6,17 @@
 //! cargo run --release --bin pylock-bench -- --url redis://127.0.0.1:6379 --json
 //! ```
 //!
-//! Scenarios (each stops at `--ops` operations or `--seconds`, whichever comes first):
+//! Scenarios (each run stops at `--ops` operations or `--seconds`, whichever comes first, and
+//! is repeated `--repeat` times; the table shows the median run and the spread):
 //! - `uncontended`: one task, acquire + release on fresh keys: cycle latency;
 //! - `throughput`: `--tasks` tasks on distinct keys of one backend: cycles per second;
 //! - `handoff`: `--waiters` tasks on one key: time from a release to the next holder's
 //!   acquire.
 //!
 //! Baselines (Redis): `baseline_rtt_us`, a PING through the async connection type the
-//! backend uses; `floor_rtt_us`, a PING on a plain blocking socket; `raw_cycles_per_s`, a bare
-//! `SET NX PX` + `DEL` loop with as many tasks as `throughput`.
+//! backend uses, sent before each `uncontended` cycle; `floor_rtt_us`, a PING on a plain
+//! blocking socket; `raw_cycles_per_s`, a bare `SET NX PX` + `DEL` loop with as many tasks as
+//! `throughput`; `script_cycles_per_s`, the same loop running pylock's two scripts directly.
 
 mod baseline;
 mod scenarios;
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::baseline::Baseline;
+use crate::baseline::{Baseline, Pinger};
 use crate::scenarios::Budget;
 use crate::stats::Samples;
 
@@ -37,15 +39,19 @@ struct Args {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
-    /// Runtime worker threads (1: a current-thread runtime).
-    #[arg(long, default_value_t = 2)]
+    /// Runtime worker threads; 1 (the default) is a current-thread runtime, which leaves the
+    /// other core of a small machine to the server.
+    #[arg(long, default_value_t = 1)]
     threads: usize,
-    /// Most operations per scenario.
+    /// Most operations per run.
     #[arg(long, default_value_t = 20_000)]
     ops: u64,
-    /// Most seconds per scenario.
-    #[arg(long, default_value_t = 5.0)]
+    /// Most seconds per run.
+    #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Runs per scenario; the median run is reported.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Tasks of the throughput scenario.
     #[arg(long, default_value_t = 64)]
     tasks: usize,
@@ -57,9 +63,50 @@ struct Args {
     scenario: Vec<String>,
 }
 
+/// One run of a scenario, summarised.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    samples: usize,
+    p50_us: f64,
+    p99_us: f64,
+    ops_per_s: f64,
+    /// The round trip measured alongside, if any.
+    rtt_us: Option<f64>,
+}
+
+impl Run {
+    fn of(mut samples: Samples, mut pings: Option<Samples>) -> Run {
+        Run {
+            samples: samples.len(),
+            p50_us: samples.quantile_us(0.5),
+            p99_us: samples.quantile_us(0.99),
+            ops_per_s: samples.ops_per_s(),
+            rtt_us: pings
+                .as_mut()
+                .filter(|p| p.len() > 0)
+                .map(|p| p.quantile_us(0.5)),
+        }
+    }
+}
+
+/// All runs of a scenario.
 struct Row {
     scenario: &'static str,
-    samples: Samples,
+    runs: Vec<Run>,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+impl Row {
+    fn field(&self, f: impl Fn(&Run) -> f64) -> (f64, f64, f64) {
+        let values: Vec<f64> = self.runs.iter().map(f).collect();
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (median(values), min, max)
+    }
 }
 
 fn main() {
@@ -87,44 +134,70 @@ async fn run(args: Args) {
         .key_prefix(format!("pylock-bench:{}:", std::process::id()));
     let backend = locks.backend().name();
     let wanted = |name: &str| args.scenario.is_empty() || args.scenario.iter().any(|s| s == name);
+    let repeat = args.repeat.max(1);
 
     // Warm up: connect, load the scripts.
-    scenarios::uncontended(
-        &locks,
-        Budget {
-            operations: 200,
-            time: budget.time,
-        },
-    )
-    .await;
-    let baseline = baseline::measure(&args.url, args.tasks, budget).await;
+    let warm_up = Budget {
+        operations: 500,
+        time: budget.time,
+    };
+    scenarios::uncontended(&locks, warm_up, None).await;
+    let mut baseline = baseline::measure(&args.url, args.tasks, budget).await;
+    let mut pinger = Pinger::connect(&args.url).await;
 
     let mut rows = Vec::new();
+    let mut uncontended = Row {
+        scenario: "uncontended",
+        runs: Vec::new(),
+    };
+    for _ in 0..repeat {
+        let budget = if wanted("uncontended") {
+            budget
+        } else {
+            warm_up
+        };
+        let (samples, pings) = scenarios::uncontended(&locks, budget, pinger.as_mut()).await;
+        uncontended.runs.push(Run::of(samples, Some(pings)));
+        if !wanted("uncontended") {
+            break;
+        }
+    }
+    let rtts: Vec<f64> = uncontended.runs.iter().filter_map(|r| r.rtt_us).collect();
+    if !rtts.is_empty() {
+        baseline.rtt_us = Some(median(rtts));
+    }
     if wanted("uncontended") {
-        rows.push(Row {
-            scenario: "uncontended",
-            samples: scenarios::uncontended(&locks, budget).await,
-        });
+        rows.push(uncontended);
     }
     if wanted("throughput") {
-        rows.push(Row {
+        let mut row = Row {
             scenario: "throughput",
-            samples: scenarios::throughput(&locks, args.tasks, budget).await,
-        });
+            runs: Vec::new(),
+        };
+        for _ in 0..repeat {
+            let samples = scenarios::throughput(&locks, args.tasks, budget).await;
+            row.runs.push(Run::of(samples, None));
+        }
+        rows.push(row);
     }
     if wanted("handoff") {
-        rows.push(Row {
+        let mut row = Row {
             scenario: "handoff",
-            samples: scenarios::handoff(&locks, args.waiters, budget).await,
-        });
+            runs: Vec::new(),
+        };
+        for _ in 0..repeat {
+            let samples = scenarios::handoff(&locks, args.waiters, budget).await;
+            row.runs.push(Run::of(samples, None));
+        }
+        rows.push(row);
     }
 
     if args.json {
-        for row in &mut rows {
-            println!("{}", json(backend, row, &baseline));
+        for row in &rows {
+            println!("{}", json(backend, row, &baseline, &args));
         }
     } else {
-        table(&args, backend, &mut rows, &baseline);
+        table(&args, backend, &rows, &baseline);
     }
 }
 
@@ -135,14 +208,19 @@ fn number(value: Option<f64>) -> String {
     }
 }
 
-fn json(backend: &str, row: &mut Row, baseline: &Baseline) -> String {
+fn json(backend: &str, row: &Row, baseline: &Baseline, args: &Args) -> String {
+    let (p50, ..) = row.field(|r| r.p50_us);
+    let (p99, ..) = row.field(|r| r.p99_us);
+    let (ops, ..) = row.field(|r| r.ops_per_s);
+    let samples: usize = row.runs.iter().map(|r| r.samples).sum();
     format!(
-        "{{\"backend\":\"{backend}\",\"scenario\":\"{}\",\"samples\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{}}}",
+        "{{\"backend\":\"{backend}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{}}}",
         row.scenario,
-        row.samples.len(),
-        number(Some(row.samples.quantile_us(0.5))),
-        number(Some(row.samples.quantile_us(0.99))),
-        number(Some(row.samples.ops_per_s())),
+        row.runs.len(),
+        args.threads,
+        number(Some(p50)),
+        number(Some(p99)),
+        number(Some(ops)),
         number(baseline.rtt_us),
         number(baseline.floor_rtt_us),
         number(baseline.raw_cycles_per_s),
@@ -150,11 +228,12 @@ fn json(backend: &str, row: &mut Row, baseline: &Baseline) -> String {
     )
 }
 
-fn table(args: &Args, backend: &str, rows: &mut [Row], baseline: &Baseline) {
+fn table(args: &Args, backend: &str, rows: &[Row], baseline: &Baseline) {
     println!(
-        "pylock-bench: backend {backend}, {}, {} runtime thread(s), at most {} ops / {} s per scenario",
+        "pylock-bench: backend {backend}, {}, {} runtime thread(s), {} runs of at most {} ops / {} s per scenario (median run shown, [min..max] of runs)",
         pylock::url::redact_url(&args.url),
         args.threads,
+        args.repeat.max(1),
         args.ops,
         args.seconds
     );
@@ -165,32 +244,47 @@ fn table(args: &Args, backend: &str, rows: &mut [Row], baseline: &Baseline) {
         baseline.script_cycles_per_s,
     ) {
         println!(
-            "baselines: async PING p50 {rtt:.1} us | blocking-socket PING p50 {floor:.1} us\n\
+            "baselines: async PING p50 {rtt:.1} us (interleaved with uncontended) | blocking-socket PING p50 {floor:.1} us\n\
              \x20          x{} tasks: bare SET NX PX + DEL {raw:.0} cycles/s | pylock's scripts alone {scripts:.0} cycles/s",
             args.tasks
         );
     }
     println!(
-        "{:<12} {:>8} {:>10} {:>10} {:>12}   {}",
-        "scenario", "samples", "p50_us", "p99_us", "ops_per_s", "compared with the baselines"
+        "{:<12} {:>8} {:>22} {:>9} {:>26}   compared with the baselines",
+        "scenario", "samples", "p50_us", "p99_us", "ops_per_s"
     );
     for row in rows {
-        let p50 = row.samples.quantile_us(0.5);
-        let p99 = row.samples.quantile_us(0.99);
-        let ops = row.samples.ops_per_s();
-        let comparison = match (row.scenario, baseline.rtt_us, baseline.raw_cycles_per_s) {
-            ("uncontended", Some(rtt), _) => format!("p50 = {:.2} x async PING", p50 / rtt),
-            ("throughput", _, Some(raw)) => format!("{:.2} x the bare loop", ops / raw),
-            ("handoff", Some(rtt), _) => format!("p50 = {:.2} x async PING", p50 / rtt),
+        let (p50, p50_min, p50_max) = row.field(|r| r.p50_us);
+        let (p99, ..) = row.field(|r| r.p99_us);
+        let (ops, ops_min, ops_max) = row.field(|r| r.ops_per_s);
+        let samples: usize = row.runs.iter().map(|r| r.samples).sum();
+        let comparison = match row.scenario {
+            "uncontended" => {
+                // The ratio of each run to the round trip measured in that same run.
+                let ratios: Vec<f64> = row
+                    .runs
+                    .iter()
+                    .filter_map(|r| r.rtt_us.map(|rtt| r.p50_us / rtt))
+                    .collect();
+                if ratios.is_empty() {
+                    String::new()
+                } else {
+                    format!("p50 = {:.2} x async PING", median(ratios))
+                }
+            }
+            "throughput" => baseline
+                .raw_cycles_per_s
+                .map(|raw| format!("{:.2} x the bare loop", ops / raw))
+                .unwrap_or_default(),
+            "handoff" => baseline
+                .rtt_us
+                .map(|rtt| format!("p50 = {:.2} x async PING", p50 / rtt))
+                .unwrap_or_default(),
             _ => String::new(),
         };
         println!(
-            "{:<12} {:>8} {:>10.1} {:>10.1} {:>12.0}   {comparison}",
-            row.scenario,
-            row.samples.len(),
-            p50,
-            p99,
-            ops
+            "{:<12} {:>8} {:>8.1} [{:>5.1}..{:>5.1}] {:>9.1} {:>9.0} [{:>6.0}..{:>6.0}]   {comparison}",
+            row.scenario, samples, p50, p50_min, p50_max, p99, ops, ops_min, ops_max
         );
     }
 }

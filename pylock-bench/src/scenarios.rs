@@ -7,6 +7,7 @@ use pylock::Locks;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
+use crate::baseline::Pinger;
 use crate::stats::Samples;
 
 /// Limits of one scenario: it stops at whichever comes first.
@@ -16,23 +17,35 @@ pub(crate) struct Budget {
     pub(crate) time: Duration,
 }
 
-/// One task, fresh keys: acquire + release, one after the other.
-pub(crate) async fn uncontended(locks: &Locks, budget: Budget) -> Samples {
+/// One task, fresh keys: acquire + release, one after the other. With a pinger, each cycle
+/// is preceded by a PING, timed into the second result, so cycle and round trip are measured
+/// under the same load.
+pub(crate) async fn uncontended(
+    locks: &Locks,
+    budget: Budget,
+    mut pinger: Option<&mut Pinger>,
+) -> (Samples, Samples) {
     let mut samples = Samples::default();
+    let mut pings = Samples::default();
     let started = Instant::now();
     for i in 0..budget.operations {
         let lock = locks.lock(format!("uncontended:{i}"));
+        if let Some(pinger) = pinger.as_deref_mut() {
+            pings.push(pinger.ping().await);
+        }
         let cycle = Instant::now();
         let guard = lock.acquire().await.expect("acquire");
         guard.release().await.expect("release");
-        samples.push(cycle.elapsed());
+        let took = cycle.elapsed();
+        samples.push(took);
+        // Cycles per second of lock work alone, without the interleaved pings.
+        samples.elapsed += took;
         samples.operations += 1;
         if started.elapsed() > budget.time {
             break;
         }
     }
-    samples.elapsed = started.elapsed();
-    samples
+    (samples, pings)
 }
 
 /// `tasks` tasks on distinct keys of one backend, acquiring and releasing as fast as they can.

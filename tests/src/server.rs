@@ -11,6 +11,7 @@
 //! Every server listens on 127.0.0.1 only; containers use the host's network stack.
 
 use std::fmt;
+use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -241,7 +242,7 @@ impl TestServer {
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
             panic!("{message}");
         }
-        eprintln!("SKIPPED (not in CI): {message}");
+        let _ = writeln!(std::io::stderr(), "SKIPPED (not in CI): {message}");
         None
     }
 
@@ -313,8 +314,10 @@ impl Drop for TestServer {
 }
 
 fn announce(server: TestServer) -> TestServer {
-    // The log of every run says which provider served it.
-    eprintln!(
+    // The log of every run says which provider served it. Written to the stderr handle
+    // itself, which the test harness does not capture, so it shows for passing tests too.
+    let _ = writeln!(
+        std::io::stderr(),
         "test server: {} via {} at {}",
         server.kind.name(),
         server.provider,
