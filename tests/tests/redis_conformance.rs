@@ -50,3 +50,19 @@ async fn conformance_without_fencing() {
         )]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_over_a_unix_socket() {
+    let socket = std::env::temp_dir().join(format!("pylock-test-{}.sock", std::process::id()));
+    let socket_arg = socket.to_string_lossy().into_owned();
+    // A socket file is only visible to a server on this host's file system: a local binary.
+    let needs = Needs::args(&["--unixsocket", &socket_arg, "--unixsocketperm", "700"])
+        .from(Provider::Binary);
+    let Some(_server) = TestServer::start(Kind::Redis, needs).await else {
+        return;
+    };
+    let url = format!("redis+unix://{socket_arg}?db=1");
+    let backend: Arc<dyn LockBackend> = Arc::new(RedisBackend::from_url(&url).expect("backend"));
+    let report = conformance::run_all(backend).await;
+    assert_eq!(report.passed.len(), conformance::CHECKS.len());
+}
