@@ -15,7 +15,10 @@ image_of() { # binary image-name
     mkdir -p "$root$(dirname "$file")"
     cp -L "$file" "$root$file"
   done
-  mkdir -p "$root/tmp" "$root/data"
+  mkdir -p "$root/tmp" "$root/data" "$root/etc"
+  # memcached running as root looks its user up (-u root).
+  echo 'root:x:0:0:root:/root:/bin/sh' >"$root/etc/passwd"
+  echo 'root:x:0:' >"$root/etc/group"
   tar -C "$root" -c . | docker import - "$image" >/dev/null
 }
 

@@ -2,8 +2,10 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
+use pylock::memcache::MemcacheBackend;
 use pylock::redis::keys;
 use pylock::redis::scripts::{ACQUIRE, RELEASE};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -15,10 +17,11 @@ use crate::stats::Samples;
 /// Round trips of the server named by `url`, if the scheme has a baseline.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Baseline {
-    /// One PING through the async connection type the backend uses (p50, µs), sent before
-    /// each cycle of the `uncontended` scenario so that both see the same machine load.
+    /// One round trip (Redis `PING`, memcached `mn`) through the async connection type the
+    /// backend uses (p50, µs), sent before each cycle of the `uncontended` scenario so that
+    /// both see the same machine load.
     pub(crate) rtt_us: Option<f64>,
-    /// One PING on a plain blocking socket: the floor on this machine (p50, µs).
+    /// The same round trip on a plain blocking socket: the floor on this machine (p50, µs).
     pub(crate) floor_rtt_us: Option<f64>,
     /// A bare `SET NX PX` + `DEL` loop of the throughput scenario's tasks on one multiplexed
     /// connection: cycles per second without any library around it.
@@ -30,75 +33,117 @@ pub(crate) struct Baseline {
 
 /// Measures what can be measured apart from the scenarios; `rtt_us` comes from the
 /// [`Pinger`] interleaved with the `uncontended` scenario.
-pub(crate) async fn measure(url: &str, tasks: usize, budget: Budget) -> Baseline {
-    let Some(pinger) = Pinger::connect(url).await else {
-        return Baseline::default();
-    };
-    let addr = match pinger.client.get_connection_info().addr() {
-        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
-        other => panic!("baselines need a TCP address, not {other:?}"),
-    };
-    Baseline {
-        rtt_us: None,
-        floor_rtt_us: Some(blocking_ping(&addr, budget).quantile_us(0.5)),
-        raw_cycles_per_s: Some(
-            raw_cycles(&pinger.connection, tasks, budget, false)
-                .await
-                .ops_per_s(),
-        ),
-        script_cycles_per_s: Some(
-            raw_cycles(&pinger.connection, tasks, budget, true)
-                .await
-                .ops_per_s(),
-        ),
+pub(crate) async fn measure(
+    url: &str,
+    memcache: Option<Arc<MemcacheBackend>>,
+    tasks: usize,
+    budget: Budget,
+) -> Baseline {
+    match Pinger::connect(url, memcache).await {
+        Some(Pinger::Redis { client, connection }) => {
+            let addr = match client.get_connection_info().addr() {
+                redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+                other => panic!("baselines need a TCP address, not {other:?}"),
+            };
+            Baseline {
+                rtt_us: None,
+                floor_rtt_us: Some(
+                    blocking_ping(&addr, b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n", budget)
+                        .quantile_us(0.5),
+                ),
+                raw_cycles_per_s: Some(
+                    raw_cycles(&connection, tasks, budget, false)
+                        .await
+                        .ops_per_s(),
+                ),
+                script_cycles_per_s: Some(
+                    raw_cycles(&connection, tasks, budget, true)
+                        .await
+                        .ops_per_s(),
+                ),
+            }
+        }
+        Some(Pinger::Memcache { addr, .. }) => Baseline {
+            floor_rtt_us: Some(blocking_ping(&addr, b"mn\r\n", b"MN\r\n", budget).quantile_us(0.5)),
+            ..Baseline::default()
+        },
+        None => Baseline::default(),
     }
 }
 
-/// PINGs through a `ConnectionManager`, the connection type of the Redis backend.
-pub(crate) struct Pinger {
-    client: redis::Client,
-    connection: ConnectionManager,
+/// Round trips through the connection type of the backend under test.
+pub(crate) enum Pinger {
+    /// `PING` through a `ConnectionManager`, as the Redis backend uses.
+    Redis {
+        client: Box<redis::Client>,
+        connection: ConnectionManager,
+    },
+    /// `mn` through the pipelined connection of the very backend under test (the same
+    /// connection, so the same memcached worker thread, as the lock cycles).
+    Memcache {
+        backend: Arc<MemcacheBackend>,
+        addr: String,
+    },
 }
 
 impl Pinger {
-    /// A pinger for Redis URLs; `None` for other backends.
-    pub(crate) async fn connect(url: &str) -> Option<Pinger> {
-        if !url.starts_with("redis://") {
-            return None;
+    /// A pinger for Redis URLs, or for the memcache backend under test; `None` otherwise.
+    pub(crate) async fn connect(
+        url: &str,
+        memcache: Option<Arc<MemcacheBackend>>,
+    ) -> Option<Pinger> {
+        if url.starts_with("redis://") {
+            let client = redis::Client::open(url).expect("redis URL");
+            let connection =
+                ConnectionManager::new_with_config(client.clone(), ConnectionManagerConfig::new())
+                    .await
+                    .expect("connect");
+            return Some(Pinger::Redis {
+                client: Box::new(client),
+                connection,
+            });
         }
-        let client = redis::Client::open(url).expect("redis URL");
-        let connection =
-            ConnectionManager::new_with_config(client.clone(), ConnectionManagerConfig::new())
-                .await
-                .expect("connect");
-        Some(Pinger { client, connection })
+        if let Some(backend) = memcache {
+            let addr = match backend.config().servers() {
+                [one] => one.clone(),
+                _ => panic!("baselines need a single memcached server"),
+            };
+            return Some(Pinger::Memcache { backend, addr });
+        }
+        None
     }
 
     /// One round trip.
     pub(crate) async fn ping(&mut self) -> Duration {
         let sent = Instant::now();
-        let _: String = redis::cmd("PING")
-            .query_async(&mut self.connection)
-            .await
-            .expect("PING");
+        match self {
+            Pinger::Redis { connection, .. } => {
+                let _: String = redis::cmd("PING")
+                    .query_async(connection)
+                    .await
+                    .expect("PING");
+            }
+            Pinger::Memcache { backend, .. } => backend.ping("bench").await.expect("mn"),
+        }
         sent.elapsed()
     }
 }
 
-fn blocking_ping(addr: &str, budget: Budget) -> Samples {
+/// Round trips of `request` on a plain blocking socket: the floor on this machine.
+fn blocking_ping(addr: &str, request: &[u8], reply: &[u8], budget: Budget) -> Samples {
     let mut socket = TcpStream::connect(addr).expect("connect");
     socket.set_nodelay(true).expect("nodelay");
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let mut samples = Samples::default();
-    let mut reply = [0u8; 7];
+    let mut answer = vec![0u8; reply.len()];
     let started = std::time::Instant::now();
     for _ in 0..budget.operations {
         let sent = std::time::Instant::now();
-        socket.write_all(b"*1\r\n$4\r\nPING\r\n").expect("write");
-        socket.read_exact(&mut reply).expect("read");
-        assert_eq!(&reply, b"+PONG\r\n");
+        socket.write_all(request).expect("write");
+        socket.read_exact(&mut answer).expect("read");
+        assert_eq!(answer, reply);
         samples.push(sent.elapsed());
         samples.operations += 1;
         if started.elapsed() > budget.time {

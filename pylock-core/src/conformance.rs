@@ -525,8 +525,10 @@ pub async fn lost_lock_release_and_extend_change_nothing(backend: Arc<dyn LockBa
     {
         Attempt::Held { remaining } => {
             if let Some(remaining) = remaining {
+                // Coarse server clocks round up and may add a tick.
+                let slack = backend.capabilities().ttl_granularity * 2;
                 assert!(
-                    remaining <= b_ttl + backend.capabilities().ttl_granularity,
+                    remaining <= b_ttl + slack,
                     "B's lock was extended by A to {remaining:?}"
                 );
             }

@@ -22,6 +22,8 @@ pub fn install_in(registry: &Registry) {
     pylock_open::register_in(registry);
     #[cfg(feature = "redis")]
     pylock_redis::register_in(registry);
+    #[cfg(feature = "memcache")]
+    pylock_memcache::register_in(registry);
     let _ = registry;
 }
 

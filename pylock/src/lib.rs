@@ -34,6 +34,11 @@ pub use pylock_open as open;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use pylock_redis as redis;
 
+/// `memcache://`: locks on memcached, one server or a pool.
+#[cfg(feature = "memcache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memcache")))]
+pub use pylock_memcache as memcache;
+
 /// A client for `url`, with every backend this crate's features enable installed.
 ///
 /// The same as [`Locks::connect`]; it exists so that the facade works even where the

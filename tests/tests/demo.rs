@@ -77,3 +77,33 @@ async fn four_processes_on_redis_keep_the_counter_exact() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_on_memcached_keep_the_counter_exact() {
+    let Some(server) = TestServer::start(Kind::Memcached, Needs::any()).await else {
+        return;
+    };
+    let url = server.url().to_owned();
+    let key = format!("demo-{}", std::process::id());
+    let (code, text) = tokio::task::spawn_blocking(move || {
+        demo(&[
+            "--url",
+            &url,
+            "--processes",
+            "4",
+            "--workers",
+            "2",
+            "--rounds",
+            "5",
+            "--key",
+            &key,
+        ])
+    })
+    .await
+    .expect("demo");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        last_line(&text).starts_with("OK: 40 holds, 0 overlapping; counter = 40 (expected 40)"),
+        "{text}"
+    );
+}

@@ -1,0 +1,159 @@
+//! `memcache://` URLs.
+
+use std::time::Duration;
+
+use pylock_core::url::{ConnectionUrl, Options};
+use pylock_core::{Error, Result};
+
+/// The query options a memcache URL may carry.
+pub const OPTIONS: &[&str] = &["connect_timeout", "response_timeout"];
+
+/// Default host and port: `memcache://` means `memcache://localhost:11211`.
+pub const DEFAULT_HOST: &str = "localhost";
+/// See [`DEFAULT_HOST`].
+pub const DEFAULT_PORT: u16 = 11211;
+/// How long connecting may take before a call fails with `Error::Unavailable`.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a request may wait for its answer before a call fails with `Error::Unavailable`.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The servers and timeouts of a `memcache://` URL.
+///
+/// ```text
+/// memcache://[host[:port]][,host[:port]...][?connect_timeout=1s&response_timeout=1s]
+/// ```
+///
+/// With several servers, each lock key always goes to the same one (a jump consistent hash
+/// of the key), so every client with the same server list agrees on where a lock lives.
+#[derive(Debug, Clone)]
+pub struct MemcacheConfig {
+    pub(crate) servers: Vec<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    redacted: String,
+}
+
+impl MemcacheConfig {
+    /// Parses a `memcache://` URL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] for a malformed URL, a user or password (memcached's text
+    /// protocol has none), a path, or a repeated server; [`Error::UnknownOption`] /
+    /// [`Error::InvalidOption`] for the query options.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let url = ConnectionUrl::parse(url)?;
+        if url.scheme() != "memcache" {
+            return Err(url.invalid(format!("{}:// is not memcache://", url.scheme())));
+        }
+        let options = url.options(OPTIONS)?;
+        if url.username().is_some() || url.password().is_some() {
+            return Err(url.invalid("memcache:// takes no user or password"));
+        }
+        if !matches!(url.path(), "" | "/") {
+            return Err(url.invalid("memcache:// takes no path"));
+        }
+        let servers: Vec<String> = if url.hosts().is_empty() {
+            vec![format!("{DEFAULT_HOST}:{DEFAULT_PORT}")]
+        } else {
+            url.hosts()
+                .iter()
+                .map(|h| h.to_socket_string(DEFAULT_PORT))
+                .collect()
+        };
+        for (i, server) in servers.iter().enumerate() {
+            if servers[..i].contains(server) {
+                return Err(url.invalid(format!("{server} is listed twice")));
+            }
+        }
+        Ok(MemcacheConfig {
+            servers,
+            connect_timeout: positive(&options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+            response_timeout: positive(&options, "response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
+            redacted: url.redacted().to_owned(),
+        })
+    }
+
+    /// The servers, `host:port`, in URL order.
+    pub fn servers(&self) -> &[String] {
+        &self.servers
+    }
+
+    /// The connect timeout.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// The response timeout.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
+    /// The URL as given.
+    pub fn url(&self) -> &str {
+        &self.redacted
+    }
+}
+
+fn positive(options: &Options, name: &str, default: Duration) -> Result<Duration> {
+    match options.duration(name)? {
+        None => Ok(default),
+        Some(d) if d.is_zero() => Err(Error::InvalidOption {
+            name: name.to_owned(),
+            reason: "must be longer than zero".to_owned(),
+        }),
+        Some(d) => Ok(d),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_pools() {
+        let config = MemcacheConfig::from_url("memcache://").unwrap();
+        assert_eq!(config.servers(), &["localhost:11211".to_owned()]);
+        assert_eq!(config.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        let config = MemcacheConfig::from_url(
+            "memcache://h1:11211,h2,[::1]:11300?connect_timeout=200ms&response_timeout=2s",
+        )
+        .unwrap();
+        assert_eq!(
+            config.servers(),
+            &[
+                "h1:11211".to_owned(),
+                "h2:11211".to_owned(),
+                "[::1]:11300".to_owned()
+            ]
+        );
+        assert_eq!(config.connect_timeout(), Duration::from_millis(200));
+        assert_eq!(config.response_timeout(), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_urls_are_typed_errors() {
+        for bad in [
+            "memcache://u:p@h",
+            "memcache://h/x",
+            "memcache://h,h",
+            "memcache://h:0",
+            "memcache://h,,g",
+            "memcache://h?connect_timeout=0",
+            "redis://h",
+        ] {
+            let result = MemcacheConfig::from_url(bad);
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::InvalidUrl { .. } | Error::InvalidOption { .. })
+                ),
+                "{bad}: {result:?}"
+            );
+        }
+        assert!(matches!(
+            MemcacheConfig::from_url("memcache://h?binary=1"),
+            Err(Error::UnknownOption { .. })
+        ));
+    }
+}

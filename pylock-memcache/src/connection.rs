@@ -1,0 +1,249 @@
+//! One pipelined connection to one memcached server, shared by every lock of the backend.
+//!
+//! memcached answers the requests of a connection in order, so many callers can share it: a
+//! writer task sends requests (coalescing whatever is queued into one write) and records who
+//! waits for how many responses; a reader task hands responses out in the same order. Nothing
+//! here blocks the executor. A connection that fails is dropped, its waiting callers get an
+//! error, and the next call connects again.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use pylock_core::Result;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::errors::{protocol, timed_out, unavailable};
+use crate::protocol::{Response, parse};
+
+/// The most bytes the writer sends in one write when requests queue up.
+const MAX_BATCH: usize = 64 * 1024;
+
+/// A caller's request: the bytes, how many responses they produce, and where they go.
+struct Request {
+    bytes: Vec<u8>,
+    responses: usize,
+    reply: oneshot::Sender<Reply>,
+}
+
+type Reply = std::result::Result<Vec<Response>, String>;
+
+/// A request written to the socket and not yet fully answered.
+struct Pending {
+    responses: usize,
+    received: Vec<Response>,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// The requests in flight on one connection, in order, and whether the connection is over.
+#[derive(Default)]
+struct InFlight {
+    pending: VecDeque<Pending>,
+    /// Why the connection ended, once it has: later requests fail at once.
+    ended: Option<String>,
+}
+
+type Queue = Arc<Mutex<InFlight>>;
+
+/// A lazily (re)connected, pipelined connection to `addr`.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    addr: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    live: tokio::sync::Mutex<Option<mpsc::UnboundedSender<Request>>>,
+}
+
+impl Connection {
+    pub(crate) fn new(addr: String, connect_timeout: Duration, response_timeout: Duration) -> Self {
+        Connection {
+            addr,
+            connect_timeout,
+            response_timeout,
+            live: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The server's address.
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Sends `bytes`, which produce `responses` responses, and waits for them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unavailable`] if the server cannot be reached, the connection drops, or the
+    /// answer takes longer than the response timeout.
+    pub(crate) async fn call(&self, bytes: Vec<u8>, responses: usize) -> Result<Vec<Response>> {
+        let sender = self.sender().await?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            bytes,
+            responses,
+            reply,
+        };
+        if sender.send(request).is_err() {
+            self.forget(&sender).await;
+            return Err(unavailable(&self.addr, "the connection closed", None));
+        }
+        match tokio::time::timeout(self.response_timeout, answer).await {
+            Ok(Ok(Ok(responses))) => Ok(responses),
+            Ok(Ok(Err(reason))) => {
+                self.forget(&sender).await;
+                Err(unavailable(&self.addr, &reason, None))
+            }
+            Ok(Err(_)) => {
+                self.forget(&sender).await;
+                Err(unavailable(&self.addr, "the connection closed", None))
+            }
+            Err(_) => Err(timed_out(&self.addr, self.response_timeout)),
+        }
+    }
+
+    /// The live connection's request queue, connecting first if there is none.
+    async fn sender(&self) -> Result<mpsc::UnboundedSender<Request>> {
+        let mut live = self.live.lock().await;
+        if let Some(sender) = live.as_ref().filter(|s| !s.is_closed()) {
+            return Ok(sender.clone());
+        }
+        let stream = match tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect(&self.addr),
+        )
+        .await
+        {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(unavailable(&self.addr, "connecting", Some(error))),
+            Err(_) => return Err(timed_out(&self.addr, self.connect_timeout)),
+        };
+        // Small requests, each awaited: send them at once.
+        let _ = stream.set_nodelay(true);
+        let (reader, writer) = stream.into_split();
+        let (sender, requests) = mpsc::unbounded_channel();
+        let queue: Queue = Arc::default();
+        tokio::spawn(write(writer, requests, Arc::clone(&queue)));
+        tokio::spawn(read(reader, queue, self.addr.clone()));
+        *live = Some(sender.clone());
+        Ok(sender)
+    }
+
+    /// Drops the connection `sender` belongs to, if it is still the current one.
+    async fn forget(&self, sender: &mpsc::UnboundedSender<Request>) {
+        let mut live = self.live.lock().await;
+        if live.as_ref().is_some_and(|s| s.same_channel(sender)) {
+            *live = None;
+        }
+    }
+}
+
+/// Sends queued requests, several per write when they pile up.
+async fn write(
+    mut writer: OwnedWriteHalf,
+    mut requests: mpsc::UnboundedReceiver<Request>,
+    queue: Queue,
+) {
+    let mut batch = Vec::with_capacity(4096);
+    while let Some(first) = requests.recv().await {
+        batch.clear();
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            {
+                let mut in_flight = lock(&queue);
+                if let Some(reason) = &in_flight.ended {
+                    // The reader saw the connection end: fail fast, and stop taking requests
+                    // so that the next call connects again.
+                    let _ = request.reply.send(Err(reason.clone()));
+                    return;
+                }
+                in_flight.pending.push_back(Pending {
+                    responses: request.responses,
+                    received: Vec::with_capacity(request.responses),
+                    reply: request.reply,
+                });
+            }
+            batch.extend_from_slice(&request.bytes);
+            if batch.len() < MAX_BATCH {
+                next = requests.try_recv().ok();
+            }
+        }
+        if let Err(error) = writer.write_all(&batch).await {
+            fail_all(&queue, &format!("writing: {error}"));
+            return;
+        }
+    }
+    // Every handle is gone: let the server close its side, which ends the reader.
+    let _ = writer.shutdown().await;
+}
+
+/// Hands out responses in request order until the connection ends.
+async fn read(mut reader: OwnedReadHalf, queue: Queue, addr: String) {
+    let mut buffer = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) => {
+                fail_all(&queue, "the server closed the connection");
+                return;
+            }
+            Ok(n) => n,
+            Err(error) => {
+                fail_all(&queue, &format!("reading: {error}"));
+                return;
+            }
+        };
+        buffer.extend_from_slice(&chunk[..read]);
+        let mut start = 0;
+        loop {
+            match parse(&buffer[start..]) {
+                Ok(Some((response, used))) => {
+                    start += used;
+                    if !deliver(&queue, response) {
+                        fail_all(&queue, "a response nobody asked for");
+                        tracing::warn!(%addr, "pylock: memcached sent an unrequested response");
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    fail_all(&queue, &protocol(&addr, error).to_string());
+                    return;
+                }
+            }
+        }
+        buffer.drain(..start);
+    }
+}
+
+/// Gives `response` to the oldest pending request; false if there is none.
+fn deliver(queue: &Queue, response: Response) -> bool {
+    let mut in_flight = lock(queue);
+    let Some(front) = in_flight.pending.front_mut() else {
+        return false;
+    };
+    front.received.push(response);
+    if front.received.len() == front.responses
+        && let Some(done) = in_flight.pending.pop_front()
+    {
+        // The caller may have given up (timeout); that is fine.
+        let _ = done.reply.send(Ok(done.received));
+    }
+    true
+}
+
+/// Ends the connection: every request in flight, and every later one, fails with `reason`.
+fn fail_all(queue: &Queue, reason: &str) {
+    let mut in_flight = lock(queue);
+    in_flight.ended.get_or_insert_with(|| reason.to_owned());
+    for pending in in_flight.pending.drain(..) {
+        let _ = pending.reply.send(Err(reason.to_owned()));
+    }
+}
+
+fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, InFlight> {
+    // Each critical section is one push, pop or drain: a panic cannot leave it half done.
+    queue.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,252 @@
+//! The memcache backend against real memcached: the conformance suite through each provider,
+//! owner-checked release and extend read back from the server, command injection, restarts,
+//! a dead server, and a pool of servers.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pylock::memcache::{MemcacheBackend, keys};
+use pylock::{Error, LockBackend, Locks};
+use pylock_core::conformance;
+use pylock_tests::{Kind, Needs, Provider, TestServer};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+fn locks(url: &str) -> Locks {
+    Locks::new(Arc::new(MemcacheBackend::from_url(url).expect("backend")))
+}
+
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+/// One raw text-protocol exchange with the server at `port`: sends `request`, returns the
+/// first response line (and a data line for `VA`).
+async fn raw(port: u16, request: &str) -> String {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("raw connect");
+    let (reader, mut writer) = stream.into_split();
+    writer.write_all(request.as_bytes()).await.expect("write");
+    let mut reader = BufReader::new(reader);
+    let mut line = String::new();
+    reader.read_line(&mut line).await.expect("read");
+    if line.starts_with("VA") {
+        let mut data = String::new();
+        reader.read_line(&mut data).await.expect("read data");
+        line.push_str(&data);
+    }
+    line
+}
+
+async fn run_suite(needs: Needs) {
+    let Some(server) = TestServer::start(Kind::Memcached, needs).await else {
+        return;
+    };
+    let backend: Arc<dyn LockBackend> =
+        Arc::new(MemcacheBackend::from_url(server.url()).expect("backend"));
+    let report = conformance::run_all(backend).await;
+    let skipped: Vec<&str> = report.skipped.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        skipped,
+        vec![
+            "waiter_wakes_on_release",
+            "release_between_attempt_and_wait_still_wakes",
+            "fencing_tokens_increase"
+        ]
+    );
+    assert_eq!(report.passed.len(), conformance::CHECKS.len() - 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_container() {
+    run_suite(Needs::any().from(Provider::Container)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_local_binary() {
+    run_suite(Needs::any().from(Provider::Binary)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_holders_release_and_extend_leave_the_new_lock_intact() {
+    let Some(server) = TestServer::start(Kind::Memcached, Needs::any()).await else {
+        return;
+    };
+    let locks = locks(server.url()).key_prefix(format!("late:{}:", std::process::id()));
+    let lock = locks.lock("k");
+    let mut a = lock
+        .clone()
+        .expires(Duration::from_millis(500))
+        .acquire()
+        .await
+        .expect("A");
+    let b = lock
+        .clone()
+        .expires(Duration::from_secs(60))
+        .timeout(Duration::from_secs(10))
+        .acquire()
+        .await
+        .expect("B, once A's lock expired");
+    let key = keys::encode(b.server_key());
+    let port = port_of(server.url());
+    let before = raw(port, &format!("mg {key} v c t\r\n")).await;
+
+    assert!(matches!(
+        a.extend(Duration::from_secs(3600)).await,
+        Err(Error::Lost { .. })
+    ));
+    assert!(matches!(a.release().await, Err(Error::Lost { .. })));
+
+    // Same value, same CAS id (nothing was written), and no hour-long TTL.
+    let after = raw(port, &format!("mg {key} v c t\r\n")).await;
+    let ttl = |line: &str| -> i64 {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix('t'))
+            .and_then(|t| t.parse().ok())
+            .expect("ttl flag")
+    };
+    assert_eq!(
+        before.replace(&format!("t{}", ttl(&before)), ""),
+        after.replace(&format!("t{}", ttl(&after)), ""),
+        "B's item was changed"
+    );
+    assert!(ttl(&after) <= 61, "A extended B's lock: {after}");
+    b.release().await.expect("B still holds its lock");
+    assert_eq!(raw(port, &format!("mg {key} v\r\n")).await, "EN\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_name_cannot_inject_a_command() {
+    let Some(server) = TestServer::start(Kind::Memcached, Needs::control()).await else {
+        return;
+    };
+    let port = port_of(server.url());
+    assert_eq!(raw(port, "ms canary 3 T0\r\nyes\r\n").await, "HD\r\n");
+
+    let locks = locks(server.url());
+    for name in [
+        "k\r\nflush_all",
+        "k flush_all",
+        "k\r\nmd canary",
+        &"x".repeat(400),
+    ] {
+        let guard = locks.lock(name).acquire().await.expect("acquire");
+        let stored = raw(
+            port,
+            &format!("mg {} v\r\n", keys::encode(guard.server_key())),
+        )
+        .await;
+        assert!(stored.starts_with("VA 32"), "{name:?}: {stored:?}");
+        guard.release().await.expect("release");
+    }
+    assert_eq!(raw(port, "mg canary v\r\n").await, "VA 3\r\nyes\r\n");
+    assert_eq!(raw(port, "mg flush_all v\r\n").await, "EN\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_while_held_is_reported_and_new_acquires_work() {
+    let Some(mut server) = TestServer::start(Kind::Memcached, Needs::control()).await else {
+        return;
+    };
+    let locks = locks(server.url());
+    let lock = locks.lock("restart").expires(Duration::from_secs(60));
+    let mut guard = lock.acquire().await.expect("acquire");
+    server.restart().await;
+    assert!(matches!(
+        guard.extend(Duration::from_secs(60)).await,
+        Err(Error::Lost { .. })
+    ));
+    assert!(matches!(guard.release().await, Err(Error::Lost { .. })));
+    let again = lock
+        .clone()
+        .timeout(Duration::from_secs(10))
+        .acquire()
+        .await
+        .expect("the same backend acquires after the restart");
+    again.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_server_is_a_clear_error_within_the_timeout() {
+    let Some(mut server) = TestServer::start(Kind::Memcached, Needs::control()).await else {
+        return;
+    };
+    let url = format!(
+        "{}?connect_timeout=500ms&response_timeout=500ms",
+        server.url()
+    );
+    let locks = locks(&url);
+    let lock = locks.lock("dead");
+    lock.acquire()
+        .await
+        .expect("warm up")
+        .release()
+        .await
+        .expect("release");
+    server.stop().await;
+    for timeout in [Duration::ZERO, Duration::from_secs(2)] {
+        let started = Instant::now();
+        let result = lock.clone().timeout(timeout).acquire().await;
+        let took = started.elapsed();
+        match &result {
+            Err(error @ Error::Unavailable { .. }) => {
+                assert!(error.to_string().contains("memcache"), "{error}");
+            }
+            other => panic!("timeout {timeout:?}: {other:?}"),
+        }
+        assert!(
+            took < timeout + Duration::from_secs(3),
+            "timeout {timeout:?} returned after {took:?}"
+        );
+    }
+    server.start_again().await;
+    lock.clone()
+        .timeout(Duration::from_secs(10))
+        .acquire()
+        .await
+        .expect("works again once the server is back")
+        .release()
+        .await
+        .expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_puts_each_key_on_one_server() {
+    let (Some(one), Some(two)) = (
+        TestServer::start(Kind::Memcached, Needs::control()).await,
+        TestServer::start(Kind::Memcached, Needs::control()).await,
+    ) else {
+        return;
+    };
+    let url = format!(
+        "memcache://127.0.0.1:{},127.0.0.1:{}",
+        one.port(),
+        two.port()
+    );
+    let locks = locks(&url);
+    let mut on_each = [0, 0];
+    for i in 0..40 {
+        let guard = locks
+            .lock(format!("pooled-{i}"))
+            .acquire()
+            .await
+            .expect("acquire");
+        let key = keys::encode(guard.server_key());
+        let mut found = Vec::new();
+        for port in [one.port(), two.port()] {
+            found.push(
+                raw(port, &format!("mg {key} v\r\n"))
+                    .await
+                    .starts_with("VA"),
+            );
+        }
+        assert_eq!(found.iter().filter(|f| **f).count(), 1, "{found:?}");
+        on_each[usize::from(found[1])] += 1;
+        guard.release().await.expect("release");
+    }
+    assert!(on_each[0] > 0 && on_each[1] > 0, "{on_each:?}");
+}
