@@ -83,8 +83,9 @@ impl RedisBackend {
                     // One connect attempt per call: a call must fail within its timeouts while
                     // the server is down, and the next call tries again.
                     .set_number_of_retries(0);
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-                    .map_err(|e| from_redis(e, "setting up the connection"))
+                ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| {
+                    from_redis(e, "setting up the connection", self.config.redacted_url())
+                })
             })
             .await
             .cloned()
@@ -115,8 +116,10 @@ impl RedisBackend {
                     tracing::debug!(%error, "pylock: redis connection dropped, retrying once");
                     retried = true;
                 }
-                Ok(Err(error)) => return Err(from_redis(error, context)),
-                Err(_) => return Err(timed_out(context, limit)),
+                Ok(Err(error)) => {
+                    return Err(from_redis(error, context, self.config.redacted_url()));
+                }
+                Err(_) => return Err(timed_out(context, self.config.redacted_url(), limit)),
             }
         }
     }

@@ -3,10 +3,10 @@
 use pylock_core::Error;
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
-/// Maps a driver error: anything that says "the server cannot be reached right now" is
-/// [`Error::Unavailable`] (the wait loop retries it); everything else, such as a wrong
-/// password or a script error, is [`Error::Backend`].
-pub(crate) fn from_redis(error: RedisError, context: &str) -> Error {
+/// Maps a driver error of a call to `server` (a redacted URL): anything that says "the server
+/// cannot be reached right now" is [`Error::Unavailable`] (the wait loop retries it);
+/// everything else, such as a wrong password or a script error, is [`Error::Backend`].
+pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Error {
     let transient = matches!(
         error.kind(),
         ErrorKind::Io
@@ -19,7 +19,15 @@ pub(crate) fn from_redis(error: RedisError, context: &str) -> Error {
     ) || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal();
-    let context = context.to_owned();
+    let auth = error.kind() == ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
+    let context = if auth {
+        format!(
+            "authentication failed at {server} ({context}); check the user and password in the URL"
+        )
+    } else {
+        format!("{context} at {server}")
+    };
     let source = Box::new(error);
     if transient {
         Error::Unavailable {
@@ -36,11 +44,11 @@ pub(crate) fn from_redis(error: RedisError, context: &str) -> Error {
     }
 }
 
-/// A call that got no answer within its time limit.
-pub(crate) fn timed_out(context: &str, limit: std::time::Duration) -> Error {
+/// A call to `server` that got no answer within its time limit.
+pub(crate) fn timed_out(context: &str, server: &str, limit: std::time::Duration) -> Error {
     Error::Unavailable {
         backend: "redis",
-        context: format!("{context}: no answer within {limit:?}"),
+        context: format!("{context} at {server}: no answer within {limit:?}"),
         source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
     }
 }
@@ -52,9 +60,15 @@ mod tests {
     #[test]
     fn connection_trouble_is_transient_and_the_rest_is_not() {
         let refused = RedisError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(from_redis(refused, "x").is_transient());
+        assert!(from_redis(refused, "x", "redis://h").is_transient());
         let auth = RedisError::from((ErrorKind::AuthenticationFailed, "WRONGPASS"));
-        assert!(matches!(from_redis(auth, "x"), Error::Backend { .. }));
-        assert!(timed_out("x", std::time::Duration::from_secs(1)).is_transient());
+        let auth = from_redis(auth, "x", "redis://h");
+        assert!(matches!(auth, Error::Backend { .. }));
+        assert!(
+            auth.to_string()
+                .contains("authentication failed at redis://h"),
+            "{auth}"
+        );
+        assert!(timed_out("x", "redis://h", std::time::Duration::from_secs(1)).is_transient());
     }
 }

@@ -28,6 +28,8 @@ const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Notices {
     client: redis::Client,
+    /// The server's URL, redacted, for messages.
+    server: String,
     timeout: Duration,
     /// Keyed by channel name.
     board: NoticeBoard,
@@ -51,6 +53,7 @@ impl Notices {
             let this = this.clone();
             Notices {
                 client,
+                server: config.redacted_url().to_owned(),
                 timeout: config.call_timeout(),
                 board: NoticeBoard::with_idle_hook(move |channel| {
                     unsubscribe_later(this.clone(), channel.to_owned());
@@ -87,8 +90,10 @@ impl Notices {
                 subscriber.sink = None;
                 subscriber.active.clear();
                 Err(match failed {
-                    Ok(Err(error)) => from_redis(error, "subscribing to release notices"),
-                    _ => timed_out("subscribing to release notices", self.timeout),
+                    Ok(Err(error)) => {
+                        from_redis(error, "subscribing to release notices", &self.server)
+                    }
+                    _ => timed_out("subscribing to release notices", &self.server, self.timeout),
                 })
             }
         }
@@ -105,8 +110,8 @@ impl Notices {
         let context = "connecting for release notices";
         match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => Ok(pubsub.split()),
-            Ok(Err(error)) => Err(from_redis(error, context)),
-            Err(_) => Err(timed_out(context, self.timeout)),
+            Ok(Err(error)) => Err(from_redis(error, context, &self.server)),
+            Err(_) => Err(timed_out(context, &self.server, self.timeout)),
         }
     }
 
