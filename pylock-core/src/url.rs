@@ -266,6 +266,19 @@ impl Options {
             .transpose()
     }
 
+    /// A duration that must be longer than zero (a timeout), or `default` when absent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] when the value does not parse or is zero.
+    pub fn timeout(&self, name: &str, default: Duration) -> Result<Duration> {
+        match self.duration(name)? {
+            None => Ok(default),
+            Some(d) if d.is_zero() => Err(Error::invalid_option(name, "must be longer than zero")),
+            Some(d) => Ok(d),
+        }
+    }
+
     /// An unsigned integer.
     ///
     /// # Errors
@@ -507,6 +520,20 @@ mod tests {
             Err(Error::InvalidOption { .. })
         ));
         assert_eq!(options.duration("absent").unwrap(), None);
+        let url = ConnectionUrl::parse("x://?t=0&u=2s").unwrap();
+        let options = url.options(&["t", "u"]).unwrap();
+        assert!(matches!(
+            options.timeout("t", Duration::from_secs(1)),
+            Err(Error::InvalidOption { .. })
+        ));
+        assert_eq!(
+            options.timeout("u", Duration::from_secs(1)).unwrap(),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            options.timeout("v", Duration::from_secs(1)).unwrap(),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use pylock_core::url::{ConnectionUrl, Options};
-use pylock_core::{Error, Result};
+use pylock_core::Result;
+use pylock_core::url::ConnectionUrl;
 
 /// The query options a memcache URL may carry.
 pub const OPTIONS: &[&str] = &["connect_timeout", "response_timeout"];
@@ -38,9 +38,9 @@ impl MemcacheConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUrl`] for a malformed URL, a user or password (memcached's text
-    /// protocol has none), a path, or a repeated server; [`Error::UnknownOption`] /
-    /// [`Error::InvalidOption`] for the query options.
+    /// [`Error::InvalidUrl`](pylock_core::Error::InvalidUrl) for a malformed URL, a user or password (memcached's text
+    /// protocol has none), a path, or a repeated server; [`Error::UnknownOption`](pylock_core::Error::UnknownOption) /
+    /// [`Error::InvalidOption`](pylock_core::Error::InvalidOption) for the query options.
     pub fn from_url(url: &str) -> Result<Self> {
         let url = ConnectionUrl::parse(url)?;
         if url.scheme() != "memcache" {
@@ -68,8 +68,8 @@ impl MemcacheConfig {
         }
         Ok(MemcacheConfig {
             servers,
-            connect_timeout: positive(&options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
-            response_timeout: positive(&options, "response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
+            connect_timeout: options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+            response_timeout: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
             redacted: url.redacted().to_owned(),
         })
     }
@@ -95,20 +95,10 @@ impl MemcacheConfig {
     }
 }
 
-fn positive(options: &Options, name: &str, default: Duration) -> Result<Duration> {
-    match options.duration(name)? {
-        None => Ok(default),
-        Some(d) if d.is_zero() => Err(Error::InvalidOption {
-            name: name.to_owned(),
-            reason: "must be longer than zero".to_owned(),
-        }),
-        Some(d) => Ok(d),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pylock_core::Error;
 
     #[test]
     fn defaults_and_pools() {

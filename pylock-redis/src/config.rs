@@ -4,8 +4,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pylock_core::url::{ConnectionUrl, Options};
-use pylock_core::{Error, Result};
+use pylock_core::Result;
+use pylock_core::url::ConnectionUrl;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
 /// The query options a Redis URL may carry.
@@ -49,8 +49,8 @@ impl RedisConfig {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUrl`] for a malformed URL, several hosts, a bad database or a TLS URL
-    /// without the `tls` feature; [`Error::UnknownOption`] / [`Error::InvalidOption`] for the
+    /// [`Error::InvalidUrl`](pylock_core::Error::InvalidUrl) for a malformed URL, several hosts, a bad database or a TLS URL
+    /// without the `tls` feature; [`Error::UnknownOption`](pylock_core::Error::UnknownOption) / [`Error::InvalidOption`](pylock_core::Error::InvalidOption) for the
     /// query options.
     pub fn from_url(url: &str) -> Result<Self> {
         let url = ConnectionUrl::parse(url)?;
@@ -87,8 +87,8 @@ impl RedisConfig {
 
         Ok(RedisConfig {
             info,
-            connect_timeout: positive(&options, "connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
-            response_timeout: positive(&options, "response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
+            connect_timeout: options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+            response_timeout: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
             fencing: options.bool("fencing")?.unwrap_or(true),
             redacted: url.redacted().to_owned(),
         })
@@ -191,20 +191,10 @@ fn unix_address(url: &ConnectionUrl) -> Result<ConnectionAddr> {
     Ok(ConnectionAddr::Unix(PathBuf::from(url.path())))
 }
 
-fn positive(options: &Options, name: &str, default: Duration) -> Result<Duration> {
-    match options.duration(name)? {
-        None => Ok(default),
-        Some(d) if d.is_zero() => Err(Error::InvalidOption {
-            name: name.to_owned(),
-            reason: "must be longer than zero".to_owned(),
-        }),
-        Some(d) => Ok(d),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pylock_core::Error;
 
     fn tcp(config: &RedisConfig) -> (String, u16) {
         match config.info.addr() {
