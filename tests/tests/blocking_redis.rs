@@ -51,4 +51,6 @@ fn threads_exclude_each_other_and_drop_releases() {
         thread.join().expect("thread");
     }
     assert_eq!(counter.load(Ordering::SeqCst), THREADS as u64 * ROUNDS);
+    // A container is removed by an async drop, which needs its runtime.
+    runtime.block_on(async move { drop(server) });
 }
