@@ -9,6 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
+
 use crate::notice::ReleaseNotice;
 use crate::token::Token;
 
@@ -27,6 +28,23 @@ pub enum Attempt {
         /// trip. A waiter never sleeps past this: the lock is free by then at the latest.
         remaining: Option<Duration>,
     },
+}
+
+/// What [`LockBackend::inspect`] saw: somebody holds the lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Holder {
+    /// How long the holder's lock has left, if the server can tell.
+    pub remaining: Option<Duration>,
+    /// The fencing token of the current hold, if the backend gives them.
+    pub fence: Option<u64>,
+}
+
+impl Holder {
+    /// A holder with `remaining` time and `fence`.
+    pub const fn new(remaining: Option<Duration>, fence: Option<u64>) -> Self {
+        Holder { remaining, fence }
+    }
 }
 
 /// What a backend can and cannot do; the core and the conformance suite read it.
@@ -59,6 +77,9 @@ pub struct Capabilities {
     /// The longest server key (prefix included) the backend accepts, if it cannot encode
     /// longer ones itself.
     pub max_key_len: Option<usize>,
+    /// Whether [`LockBackend::inspect`] and [`LockBackend::force_release`] work (for
+    /// operators: `pylock status`, `pylock release --force`).
+    pub inspection: bool,
 }
 
 impl Default for Capabilities {
@@ -71,6 +92,7 @@ impl Default for Capabilities {
             ttl_granularity: Duration::from_millis(1),
             max_ttl: None,
             max_key_len: None,
+            inspection: false,
         }
     }
 }
@@ -109,6 +131,12 @@ impl Capabilities {
     /// Sets [`max_key_len`](Self::max_key_len).
     pub const fn with_max_key_len(mut self, max_key_len: Option<usize>) -> Self {
         self.max_key_len = max_key_len;
+        self
+    }
+
+    /// Sets [`inspection`](Self::inspection).
+    pub const fn with_inspection(mut self, inspection: bool) -> Self {
+        self.inspection = inspection;
         self
     }
 }
@@ -170,5 +198,37 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         let _ = key;
         Ok(None)
+    }
+
+    /// Who holds `key` now, if anybody: for operators, never for deciding who may enter (the
+    /// answer may be stale by the time it arrives). Backends that claim
+    /// [`Capabilities::inspection`] implement it; the default says
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
+        let _ = key;
+        Err(crate::Error::Unsupported {
+            backend: self.name(),
+            operation: "inspect a lock",
+        })
+    }
+
+    /// Deletes `key` whoever holds it, and tells waiters: the operator's way out of a lock
+    /// held by a process that is stuck but alive. Returns whether there was a lock.
+    /// Backends that claim [`Capabilities::inspection`] implement it; the default says
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn force_release(&self, key: &str) -> Result<bool> {
+        let _ = key;
+        Err(crate::Error::Unsupported {
+            backend: self.name(),
+            operation: "force a release",
+        })
     }
 }

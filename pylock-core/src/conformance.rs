@@ -35,6 +35,7 @@ use tokio::time::Instant;
 use crate::backend::{Attempt, Capabilities, LockBackend};
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
+use crate::hold::LostReason;
 use crate::lock::{Lock, Locks, MAX_EXPIRES};
 use crate::notice::ReleaseNotice;
 use crate::settings::{Backoff, DEFAULT_KEY_PREFIX};
@@ -80,6 +81,10 @@ fn needs_notifications(caps: &Capabilities) -> Option<&'static str> {
     needs_exclusive(caps).or((!caps.notifications).then_some("the backend has no release notices"))
 }
 
+fn needs_inspection(caps: &Capabilities) -> Option<&'static str> {
+    needs_exclusive(caps).or((!caps.inspection).then_some("the backend cannot inspect locks"))
+}
+
 fn needs_fencing(caps: &Capabilities) -> Option<&'static str> {
     needs_exclusive(caps).or((!caps.fencing).then_some("the backend gives no fencing tokens"))
 }
@@ -114,6 +119,11 @@ checks! {
     waiter_wakes_on_release: needs_notifications,
     release_between_attempt_and_wait_still_wakes: needs_notifications,
     fencing_tokens_increase: needs_fencing,
+    run_until_lost_stops_the_work: always,
+    loss_is_visible: needs_exclusive,
+    auto_renewal_keeps_the_lock: needs_exclusive,
+    hold_bound_ends_a_stuck_holder: needs_exclusive,
+    inspect_and_force_release: needs_inspection,
 }
 
 /// Runs every check that applies to `backend`; panics at the first failure.
@@ -747,4 +757,143 @@ pub async fn fencing_tokens_increase(backend: Arc<dyn LockBackend>) {
     let after_expiry = must_acquire(&lock).await;
     next_fence(&after_expiry, "after an expiry");
     after_expiry.release().await.expect("release");
+}
+
+/// `run_until_lost` stops work that outlives its lock and says `Error::Lost`.
+pub async fn run_until_lost_stops_the_work(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let started = Instant::now();
+    let outcome = locks
+        .lock("until-lost")
+        .expires(ttl)
+        .run_until_lost(tokio::time::sleep(Duration::from_secs(600)))
+        .await;
+    assert!(matches!(outcome, Err(Error::Lost { .. })), "{outcome:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= ttl && took < ttl + expiry_slack(&backend),
+        "the work was stopped after {took:?}, its lock lasted {ttl:?}"
+    );
+}
+
+/// A guard tells when its lock is lost: when its validity runs out (`Expired`), and when the
+/// server says another owner has it (`Error::Lost` from extend).
+pub async fn loss_is_visible(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let lock = locks.lock("loss");
+    let mut guard = must_acquire(&lock.clone().expires(ttl)).await;
+    assert!(!guard.is_lost());
+    let reason = tokio::time::timeout(ttl + expiry_slack(&backend), guard.lost())
+        .await
+        .expect("the guard never noticed its lock expired");
+    assert_eq!(reason, LostReason::Expired);
+    assert!(
+        guard.held_for() >= ttl,
+        "lost after {:?} of a {ttl:?} lock",
+        guard.held_for()
+    );
+    assert!(guard.is_lost());
+    assert!(guard.remaining().is_zero());
+    let other = must_acquire(&lock.clone().timeout(ttl + expiry_slack(&backend))).await;
+    let extended = guard.extend(Duration::from_secs(30)).await;
+    assert!(matches!(extended, Err(Error::Lost { .. })), "{extended:?}");
+    other.release().await.expect("release");
+}
+
+/// With auto-renewal a lock outlives several TTLs while its guard lives, and is free right
+/// after release.
+pub async fn auto_renewal_keeps_the_lock(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let lock = locks.lock("renewed").expires(ttl);
+    let guard = must_acquire(&lock.clone().auto_renew()).await;
+    for _ in 0..4 {
+        tokio::time::sleep(ttl).await;
+        assert!(!guard.is_lost(), "the renewed guard counts itself lost");
+        assert_held_by_someone(&lock, "it is renewed").await;
+    }
+    guard.release().await.expect("release after renewals");
+    let again = lock
+        .try_acquire()
+        .await
+        .expect("try")
+        .expect("free after release: renewal stopped");
+    again.release().await.expect("release");
+}
+
+/// With a hold bound, renewals stop so that the lock ends at the bound: the guard reports the
+/// loss and others get the lock.
+pub async fn hold_bound_ends_a_stuck_holder(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let ttl = short_ttl(&backend);
+    let max_hold = ttl * 2;
+    let lock = locks.lock("bounded").expires(ttl);
+    let started = Instant::now();
+    let stuck = must_acquire(&lock.clone().auto_renew().max_hold(max_hold)).await;
+    let reason = tokio::time::timeout(max_hold + expiry_slack(&backend), stuck.lost())
+        .await
+        .expect("the bounded hold never ended");
+    assert_eq!(reason, LostReason::Expired);
+    assert!(
+        started.elapsed() >= max_hold.saturating_sub(Duration::from_millis(5)),
+        "ended after {:?}, before the bound {max_hold:?}",
+        started.elapsed()
+    );
+    let next = must_acquire(&lock.clone().timeout(max_hold + expiry_slack(&backend))).await;
+    assert!(
+        started.elapsed() < max_hold + ttl + expiry_slack(&backend),
+        "the stuck holder kept the lock for {:?}",
+        started.elapsed()
+    );
+    next.release().await.expect("release");
+    drop(stuck);
+}
+
+/// `inspect` sees the holder (TTL, fence), `force_release` frees a lock whoever holds it,
+/// and the old holder then finds it lost.
+pub async fn inspect_and_force_release(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let lock = locks.lock("operator");
+    assert_eq!(lock.inspect().await.expect("inspect"), None, "a free lock");
+    let ttl = Duration::from_secs(30);
+    let mut guard = must_acquire(&lock.clone().expires(ttl)).await;
+    let holder = lock
+        .inspect()
+        .await
+        .expect("inspect")
+        .expect("a held lock shows its holder");
+    if let Some(remaining) = holder.remaining {
+        let slack = backend.capabilities().ttl_granularity * 2;
+        assert!(remaining <= ttl + slack, "{remaining:?} of {ttl:?}");
+        assert!(
+            remaining + Duration::from_secs(5) >= ttl,
+            "{remaining:?} of {ttl:?}"
+        );
+    }
+    if backend.capabilities().fencing {
+        assert_eq!(
+            holder.fence,
+            guard.fence(),
+            "inspect shows the holder's fence"
+        );
+    }
+    assert!(
+        lock.force_release().await.expect("force"),
+        "there was a lock"
+    );
+    let next = lock
+        .try_acquire()
+        .await
+        .expect("try")
+        .expect("free after a forced release");
+    let extended = guard.extend(ttl).await;
+    assert!(matches!(extended, Err(Error::Lost { .. })), "{extended:?}");
+    assert_eq!(guard.lost().await, LostReason::TakenOver);
+    next.release().await.expect("release");
+    assert!(
+        !lock.force_release().await.expect("force"),
+        "nothing left to release"
+    );
 }

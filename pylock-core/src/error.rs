@@ -113,6 +113,16 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// The backend cannot do this (for example inspecting a lock on a backend without
+    /// [`Capabilities::inspection`](crate::Capabilities::inspection)).
+    #[error("the {backend} backend cannot {operation}")]
+    Unsupported {
+        /// The backend's name.
+        backend: &'static str,
+        /// What was asked of it.
+        operation: &'static str,
+    },
+
     /// A `pylock::blocking` call was made on a thread that runs an async runtime, where it
     /// would block the runtime; use the async API there.
     #[error("pylock::blocking was called inside an async runtime; use the async API there")]

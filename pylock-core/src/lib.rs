@@ -60,10 +60,12 @@
 mod backend;
 mod error;
 mod guard;
+mod hold;
 mod lock;
 pub mod memory;
 mod notice;
 mod registry;
+mod renewal;
 mod settings;
 mod token;
 pub mod url;
@@ -75,9 +77,10 @@ pub mod conformance;
 
 pub use async_trait::async_trait;
 
-pub use backend::{Attempt, Capabilities, LockBackend};
+pub use backend::{Attempt, Capabilities, Holder, LockBackend};
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
+pub use hold::LostReason;
 pub use lock::{DEFAULT_URL, Lock, Locks, MAX_EXPIRES, URL_ENV};
 pub use memory::MemoryBackend;
 pub use notice::{IdleHook, NoticeBoard, ReleaseNotice};

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::backend::LockBackend;
+use crate::backend::{Holder, LockBackend};
 use crate::error::{Error, Result};
-use crate::guard::LockGuard;
+use crate::guard::{LockGuard, Renewal};
 use crate::registry::Registry;
 use crate::settings::Settings;
 use crate::wait::{self, Outcome};
@@ -137,10 +137,7 @@ impl Locks {
     pub fn lock(&self, key: impl Into<String>) -> Lock {
         Lock {
             client: Some(self.clone()),
-            key: key.into(),
-            timeout: None,
-            expires: None,
-            key_prefix: None,
+            ..Lock::new(key)
         }
     }
 }
@@ -168,6 +165,8 @@ pub struct Lock {
     timeout: Option<Duration>,
     expires: Option<Duration>,
     key_prefix: Option<String>,
+    auto_renew: bool,
+    max_hold: Option<Duration>,
 }
 
 /// Everything an acquire needs, validated.
@@ -178,6 +177,7 @@ pub(crate) struct Request {
     pub(crate) server_key: String,
     pub(crate) expires: Duration,
     pub(crate) timeout: Duration,
+    pub(crate) renewal: Option<Renewal>,
 }
 
 impl Lock {
@@ -202,6 +202,8 @@ impl Lock {
             timeout: None,
             expires: None,
             key_prefix: None,
+            auto_renew: false,
+            max_hold: None,
         }
     }
 
@@ -220,6 +222,42 @@ impl Lock {
     /// The key prefix for this lock, instead of the client's.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.key_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Keeps the lock while its guard lives: a background task extends it by `expires`
+    /// every third of `expires`, and stops on release or drop. A renewal that finds another
+    /// owner, or that keeps failing until the lock's TTL has passed, marks the guard lost
+    /// ([`LockGuard::lost`]). Use it for work whose length is not known in advance, with a
+    /// short `expires` so that a crashed holder's lock ends soon.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pylock_core::Result<()> {
+    /// use std::time::Duration;
+    /// use pylock_core::Locks;
+    ///
+    /// let locks = Locks::connect("memory://")?;
+    /// let lock = locks.lock("migration").expires(Duration::from_millis(90)).auto_renew();
+    /// let guard = lock.acquire().await?;
+    /// tokio::time::sleep(Duration::from_millis(300)).await; // several TTLs
+    /// assert!(!guard.is_lost());
+    /// assert!(locks.lock("migration").try_acquire().await?.is_none());
+    /// guard.release().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn auto_renew(mut self) -> Self {
+        self.auto_renew = true;
+        self
+    }
+
+    /// Bounds how long one hold may last, renewals included, so that a stuck holder cannot
+    /// keep the lock forever: renewals stop so that the lock ends at `max_hold` after the
+    /// acquire (rounded up to the backend's TTL resolution), and the guard then reports it
+    /// lost.
+    pub fn max_hold(mut self, max_hold: Duration) -> Self {
+        self.max_hold = Some(max_hold);
         self
     }
 
@@ -294,6 +332,70 @@ impl Lock {
         Ok(output)
     }
 
+    /// Like [`run`](Self::run), but if the lock is lost while `work` runs, `work` is stopped
+    /// (dropped at its next await) and the result is [`Error::Lost`]: the critical section
+    /// stops instead of going on unprotected. Pair it with [`auto_renew`](Self::auto_renew).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pylock_core::Result<()> {
+    /// use std::time::Duration;
+    /// use pylock_core::{Error, Locks};
+    ///
+    /// let locks = Locks::connect("memory://")?;
+    /// let lock = locks.lock("report").expires(Duration::from_millis(50));
+    /// let outcome = lock.run_until_lost(tokio::time::sleep(Duration::from_secs(60))).await;
+    /// assert!(matches!(outcome, Err(Error::Lost { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As for [`run`](Self::run); [`Error::Lost`] as soon as the lock is lost.
+    pub async fn run_until_lost<F: Future>(&self, work: F) -> Result<F::Output> {
+        let guard = self.acquire().await?;
+        tokio::select! {
+            output = work => {
+                guard.release().await?;
+                Ok(output)
+            }
+            reason = guard.lost() => {
+                tracing::warn!(key = %self.key, ?reason, "pylock: work stopped, the lock was lost");
+                drop(guard);
+                Err(Error::Lost { key: self.key.clone() })
+            }
+        }
+    }
+
+    /// Who holds this lock now, if anybody (for operators: the answer may be stale at once).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Unsupported`] if the backend cannot tell; bad input and backend errors as for
+    /// [`acquire`](Self::acquire).
+    pub async fn inspect(&self) -> Result<Option<Holder>> {
+        let request = self.request()?;
+        request.locks.backend().inspect(&request.server_key).await
+    }
+
+    /// Deletes this lock whoever holds it, and wakes its waiters. For operators, when a holder
+    /// is stuck but alive; the holder finds out at its next extend or release. Returns whether
+    /// there was a lock.
+    ///
+    /// # Errors
+    ///
+    /// As for [`inspect`](Self::inspect).
+    pub async fn force_release(&self) -> Result<bool> {
+        let request = self.request()?;
+        tracing::warn!(key = %self.key, "pylock: forced release");
+        request
+            .locks
+            .backend()
+            .force_release(&request.server_key)
+            .await
+    }
+
     fn request(&self) -> Result<Request> {
         let locks = match &self.client {
             Some(locks) => locks.clone(),
@@ -325,11 +427,24 @@ impl Lock {
             ));
         }
         check_ttl("expires", expires, locks.backend().as_ref())?;
+        // A hold never outlasts its bound, renewals or not.
+        let expires = match self.max_hold {
+            Some(max_hold) => {
+                check_ttl("max_hold", max_hold, locks.backend().as_ref())?;
+                expires.min(max_hold)
+            }
+            None => expires,
+        };
+        let renewal = self.auto_renew.then_some(Renewal {
+            ttl: expires,
+            max_hold: self.max_hold,
+        });
         Ok(Request {
             key: self.key.clone(),
             server_key,
             expires,
             timeout,
+            renewal,
             locks,
         })
     }

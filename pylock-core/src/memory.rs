@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use crate::backend::{Attempt, Capabilities, LockBackend};
+use crate::backend::{Attempt, Capabilities, Holder, LockBackend};
 use crate::error::Result;
 use crate::notice::{NoticeBoard, ReleaseNotice};
 use crate::registry::Registry;
@@ -39,7 +39,7 @@ pub struct MemoryBackend {
 
 #[derive(Debug, Default)]
 struct State {
-    holders: HashMap<String, Holder>,
+    holders: HashMap<String, Entry>,
     /// The last fencing token handed out; one counter for all keys keeps every key's tokens
     /// strictly increasing without remembering keys after release.
     last_fence: u64,
@@ -47,7 +47,7 @@ struct State {
 }
 
 #[derive(Debug)]
-struct Holder {
+struct Entry {
     token: Token,
     fence: u64,
     expires_at: Instant,
@@ -76,7 +76,7 @@ impl MemoryBackend {
 
 impl State {
     /// The holder of `key`, forgetting it if its TTL has run out.
-    fn live_holder(&mut self, key: &str, now: Instant) -> Option<&mut Holder> {
+    fn live_holder(&mut self, key: &str, now: Instant) -> Option<&mut Entry> {
         if self.holders.get(key).is_some_and(|h| h.expires_at <= now) {
             self.holders.remove(key);
         }
@@ -102,6 +102,7 @@ impl LockBackend for MemoryBackend {
         Capabilities::default()
             .with_fencing(true)
             .with_notifications(true)
+            .with_inspection(true)
             .with_ttl_granularity(Duration::from_nanos(1))
     }
 
@@ -125,7 +126,7 @@ impl LockBackend for MemoryBackend {
         let fence = state.last_fence;
         state.holders.insert(
             key.to_owned(),
-            Holder {
+            Entry {
                 token: *token,
                 fence,
                 expires_at: now + ttl,
@@ -163,6 +164,26 @@ impl LockBackend for MemoryBackend {
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         Ok(Some(self.notices.subscribe(key).0))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
+        let now = Instant::now();
+        let mut state = self.state();
+        Ok(state
+            .live_holder(key, now)
+            .map(|holder| Holder::new(Some(holder.expires_at - now), Some(holder.fence))))
+    }
+
+    async fn force_release(&self, key: &str) -> Result<bool> {
+        let now = Instant::now();
+        let released = {
+            let mut state = self.state();
+            state.live_holder(key, now).is_some() && state.holders.remove(key).is_some()
+        };
+        if released {
+            self.notices.notify(key);
+        }
+        Ok(released)
     }
 }
 

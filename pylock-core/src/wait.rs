@@ -23,6 +23,7 @@ use tracing::Instrument;
 use crate::backend::{Attempt, LockBackend};
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, release_in_background};
+use crate::hold::Hold;
 use crate::lock::Request;
 use crate::notice::ReleaseNotice;
 use crate::settings::Backoff;
@@ -55,6 +56,7 @@ async fn wait_for(request: Request) -> Result<Outcome> {
         server_key,
         expires,
         timeout,
+        renewal,
     } = request;
     let backend = Arc::clone(locks.backend());
     let started = Instant::now();
@@ -85,9 +87,8 @@ async fn wait_for(request: Request) -> Result<Outcome> {
                         fence,
                         "pylock: acquired"
                     );
-                    return Ok(Outcome::Acquired(LockGuard::new(
-                        backend, key, server_key, token, fence, sent_at, expires,
-                    )));
+                    let hold = Hold::new(backend, key, server_key, token, fence, sent_at, expires);
+                    return Ok(Outcome::Acquired(LockGuard::new(hold, renewal)));
                 }
                 Ok(Attempt::Held { remaining }) => {
                     unsettled.disarm();

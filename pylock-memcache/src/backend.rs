@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use pylock_core::{Attempt, Capabilities, LockBackend, Result, Token, async_trait};
+use pylock_core::{Attempt, Capabilities, Holder, LockBackend, Result, Token, async_trait};
 
 use crate::config::MemcacheConfig;
 use crate::connection::Connection;
@@ -158,6 +158,7 @@ impl LockBackend for MemcacheBackend {
         Capabilities::default()
             .with_ttl_granularity(Duration::from_secs(1))
             .with_max_ttl(Some(MAX_TTL))
+            .with_inspection(true)
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
@@ -209,6 +210,30 @@ impl LockBackend for MemcacheBackend {
     async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
         self.extend_encoded(&encode(key), &token.to_hex(), ttl)
             .await
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
+        let key = encode(key);
+        let responses = self.call(&key, protocol::get_with_ttl(&key), 1).await?;
+        match responses.as_slice() {
+            [Response::Value { ttl, .. }] => Ok(Some(Holder::new(
+                ttl.and_then(|t| u64::try_from(t).ok())
+                    .map(|t| Duration::from_secs(t + 1)),
+                None,
+            ))),
+            [Response::Miss] => Ok(None),
+            other => Err(unexpected(self, &key, other)),
+        }
+    }
+
+    async fn force_release(&self, key: &str) -> Result<bool> {
+        let key = encode(key);
+        let responses = self.call(&key, protocol::delete(&key), 1).await?;
+        match responses.as_slice() {
+            [Response::Stored] => Ok(true),
+            [Response::NotFound] => Ok(false),
+            other => Err(unexpected(self, &key, other)),
+        }
     }
 }
 

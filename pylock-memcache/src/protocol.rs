@@ -117,6 +117,16 @@ pub(crate) fn set_if_cas(key: &str, value: &str, ttl_secs: u64, cas: u64) -> Vec
     format!("ms {key} {} T{ttl_secs} C{cas}\r\n{value}\r\n", value.len()).into_bytes()
 }
 
+/// `mg` for value and remaining TTL.
+pub(crate) fn get_with_ttl(key: &str) -> Vec<u8> {
+    format!("mg {key} v t\r\n").into_bytes()
+}
+
+/// `md` whatever the item holds.
+pub(crate) fn delete(key: &str) -> Vec<u8> {
+    format!("md {key}\r\n").into_bytes()
+}
+
 /// `mn`: a no-op round trip.
 pub(crate) fn noop() -> Vec<u8> {
     b"mn\r\n".to_vec()

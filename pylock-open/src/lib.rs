@@ -34,7 +34,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pylock_core::url::ConnectionUrl;
-use pylock_core::{Attempt, Capabilities, LockBackend, Registry, Result, Token, async_trait};
+use pylock_core::{
+    Attempt, Capabilities, Holder, LockBackend, Registry, Result, Token, async_trait,
+};
 
 /// The URL schemes of this backend.
 pub const SCHEMES: &[&str] = &["open"];
@@ -77,7 +79,9 @@ impl LockBackend for OpenBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::default().with_exclusive(false)
+        Capabilities::default()
+            .with_exclusive(false)
+            .with_inspection(true)
     }
 
     async fn try_acquire(&self, _key: &str, _token: &Token, _ttl: Duration) -> Result<Attempt> {
@@ -90,6 +94,16 @@ impl LockBackend for OpenBackend {
 
     async fn extend(&self, _key: &str, _token: &Token, _ttl: Duration) -> Result<bool> {
         Ok(true)
+    }
+
+    /// Nobody ever holds an `open://` lock.
+    async fn inspect(&self, _key: &str) -> Result<Option<Holder>> {
+        Ok(None)
+    }
+
+    /// There is never anything to release.
+    async fn force_release(&self, _key: &str) -> Result<bool> {
+        Ok(false)
     }
 }
 
@@ -122,6 +136,7 @@ mod tests {
                 "key_prefix_is_applied",
                 "zero_timeout_is_one_attempt",
                 "validity_counts_from_the_request",
+                "run_until_lost_stops_the_work",
             ]
         );
         assert!(

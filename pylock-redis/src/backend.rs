@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pylock_core::{Attempt, Capabilities, LockBackend, ReleaseNotice, Result, Token, async_trait};
+use pylock_core::{
+    Attempt, Capabilities, Holder, LockBackend, ReleaseNotice, Result, Token, async_trait,
+};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::OnceCell;
@@ -12,7 +14,7 @@ use crate::config::RedisConfig;
 use crate::errors::{from_redis, timed_out};
 use crate::keys::{fence_key, notice_channel};
 use crate::notices::Notices;
-use crate::scripts::{ACQUIRE, EXTEND, RELEASE};
+use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, RELEASE};
 
 /// Locks on one Redis server (or one primary), through one multiplexed, auto-reconnecting
 /// connection shared by every lock of the backend.
@@ -142,6 +144,7 @@ impl LockBackend for RedisBackend {
             .with_fencing(self.config.fencing)
             .with_notifications(true)
             .with_ttl_granularity(Duration::from_millis(1))
+            .with_inspection(true)
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
@@ -194,6 +197,31 @@ impl LockBackend for RedisBackend {
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         self.notices.subscribe(&notice_channel(key)).await.map(Some)
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
+        let reply: Vec<i64> = self
+            .run("inspecting a lock", INSPECT.key(key).key(fence_key(key)))
+            .await?;
+        Ok(match reply.as_slice() {
+            [1, pttl, fence] => Some(Holder::new(
+                u64::try_from(*pttl).ok().map(Duration::from_millis),
+                u64::try_from(*fence)
+                    .ok()
+                    .filter(|f| self.config.fencing && *f > 0),
+            )),
+            _ => None,
+        })
+    }
+
+    async fn force_release(&self, key: &str) -> Result<bool> {
+        let released: i64 = self
+            .run(
+                "forcing a release",
+                FORCE_RELEASE.key(key).arg(notice_channel(key)),
+            )
+            .await?;
+        Ok(released == 1)
     }
 }
 

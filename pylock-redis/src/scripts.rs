@@ -62,3 +62,34 @@ return 0
 ",
     )
 });
+
+/// Inspect. KEYS: lock, fence counter. Replies `{0}` for a free lock, or `{1, pttl, fence}`
+/// (pttl -1 for a key without TTL; fence 0 when fencing is off). For operators only: the
+/// answer may be stale when it arrives.
+pub static INSPECT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl == -2 then
+  return {0}
+end
+return {1, pttl, tonumber(redis.call('GET', KEYS[2]) or '0')}
+",
+    )
+});
+
+/// Forced release. KEYS: lock. ARGV: notice channel.
+///
+/// Deletes the lock whoever holds it (an operator's action) and wakes waiters. Replies 1 if
+/// there was a lock.
+pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('DEL', KEYS[1]) == 1 then
+  redis.call('PUBLISH', ARGV[1], '')
+  return 1
+end
+return 0
+",
+    )
+});

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pylock::{
-    Attempt, Capabilities, Error, LockBackend, Locks, NoticeBoard, Registry, ReleaseNotice, Result,
-    Token, async_trait, url::ConnectionUrl,
+    Attempt, Capabilities, Error, Holder, LockBackend, Locks, NoticeBoard, Registry, ReleaseNotice,
+    Result, Token, async_trait, url::ConnectionUrl,
 };
 use pylock_core::conformance;
 use tokio::sync::Mutex;
@@ -55,6 +55,7 @@ impl LockBackend for TableBackend {
             .with_notifications(true)
             .with_max_ttl(Some(Duration::from_secs(24 * 3600)))
             .with_max_key_len(Some(200))
+            .with_inspection(true)
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
@@ -110,6 +111,26 @@ impl LockBackend for TableBackend {
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         Ok(Some(self.notices.subscribe(key).0))
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
+        let mut table = self.table.lock().await;
+        Ok(table.live(key).map(|row| {
+            Holder::new(
+                Some(row.until.saturating_duration_since(Instant::now())),
+                Some(row.fence),
+            )
+        }))
+    }
+
+    async fn force_release(&self, key: &str) -> Result<bool> {
+        let mut table = self.table.lock().await;
+        let existed = table.live(key).is_some() && table.rows.remove(key).is_some();
+        drop(table);
+        if existed {
+            self.notices.notify(key);
+        }
+        Ok(existed)
     }
 }
 
