@@ -36,6 +36,103 @@
 //!   the holder's remaining TTL.
 //! - Bad input is a typed error, never a panic.
 //!
+//! # Holding a lock safely
+//!
+//! A lease lock is only as safe as what happens while it is held. Three tools:
+//!
+//! **Auto-renewal** for work of unknown length: the guard extends the lock every third of
+//! `expires` until released, with an optional bound on the whole hold so a stuck holder cannot
+//! keep it forever.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pylock_core::Result<()> {
+//! use std::time::Duration;
+//! use pylock_core::Locks;
+//!
+//! let locks = Locks::connect("memory://")?;
+//! let lock = locks
+//!     .lock("reindex")
+//!     .expires(Duration::from_millis(100)) // a crashed holder frees it within 100 ms
+//!     .auto_renew()
+//!     .max_hold(Duration::from_secs(3600)); // but nobody holds it over an hour
+//! let guard = lock.acquire().await?;
+//! tokio::time::sleep(Duration::from_millis(350)).await; // longer than `expires`
+//! assert!(!guard.is_lost());
+//! guard.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **Loss detection**: [`LockGuard::lost`] resolves when the lock is lost (renewal found
+//! another owner or failed past the TTL, the validity estimate ran out), and
+//! [`Lock::run_until_lost`] stops the protected future then and returns [`Error::Lost`],
+//! instead of letting it go on unprotected.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pylock_core::Result<()> {
+//! use std::time::Duration;
+//! use pylock_core::{Error, Locks};
+//!
+//! let locks = Locks::connect("memory://")?;
+//! // Without renewal, work that outlives `expires` is cut off when the lock runs out.
+//! let lock = locks.lock("payout").expires(Duration::from_millis(50));
+//! let result = lock.run_until_lost(async {
+//!     tokio::time::sleep(Duration::from_secs(3600)).await; // stuck
+//! }).await;
+//! assert!(matches!(result, Err(Error::Lost { .. })));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **Fencing tokens**: no lease can stop a holder that paused (GC, swap, a stopped VM) past its
+//! TTL from waking up and writing. A fencing token can: it grows with every hold of the lock,
+//! so the resource remembers the largest it has seen and refuses writes with a smaller one.
+//! [`Capabilities::fencing`] says which backends give them (`memory://`, `redis://`; not
+//! `memcache://` or `open://`).
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Mutex;
+//! use pylock_core::Locks;
+//!
+//! /// A store that refuses writes from holders older than one it has already seen.
+//! struct FencedStore {
+//!     highest_fence: Mutex<u64>,
+//!     value: Mutex<String>,
+//! }
+//!
+//! impl FencedStore {
+//!     fn write(&self, fence: u64, value: &str) -> Result<(), String> {
+//!         let mut highest = self.highest_fence.lock().unwrap();
+//!         if fence < *highest {
+//!             return Err(format!("stale holder: fence {fence} < {}", *highest));
+//!         }
+//!         *highest = fence;
+//!         *self.value.lock().unwrap() = value.to_owned();
+//!         Ok(())
+//!     }
+//! }
+//!
+//! let store = FencedStore { highest_fence: Mutex::new(0), value: Mutex::new(String::new()) };
+//! let locks = Locks::connect("memory://")?;
+//! assert!(locks.backend().capabilities().fencing);
+//!
+//! let old = locks.lock("config").acquire().await?;
+//! let old_fence = old.fence().expect("memory:// gives fencing tokens");
+//! old.release().await?; // say it paused and lost the lock here...
+//! let new = locks.lock("config").acquire().await?;
+//! store.write(new.fence().unwrap(), "new")?;
+//! // ...and woke up to write: the store refuses it.
+//! assert!(store.write(old_fence, "old").is_err());
+//! assert_eq!(*store.value.lock().unwrap(), "new");
+//! new.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Writing a backend
 //!
 //! Implement [`LockBackend`] (four atomic primitives plus [`Capabilities`]), give it a

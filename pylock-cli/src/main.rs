@@ -1,0 +1,209 @@
+//! `pylock`: run a command only while holding a distributed lock, like `flock` across
+//! machines. The lock is renewed while the command runs; if it is lost anyway, the command is
+//! stopped.
+//!
+//! ```text
+//! PYLOCK_URL=redis://127.0.0.1:6379 pylock run --expires 30 nightly-report -- ./report.sh
+//! pylock --url redis://127.0.0.1:6379 status nightly-report
+//! pylock --url redis://127.0.0.1:6379 release --force nightly-report
+//! ```
+//!
+//! Exit codes of `pylock run`: the command's own (128 + N if signal N ended it); 75 if the
+//! lock was not had within the timeout; 76 if the lock was lost and the command stopped;
+//! 64 for bad usage or no lock server; 70 if the lock server failed; 127 if the command could
+//! not be started.
+
+mod exit;
+mod run;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use nix::sys::signal::Signal;
+use pylock::{Lock, Locks};
+
+use crate::exit::{Failure, code};
+use crate::run::RunCommand;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pylock",
+    version,
+    about = "Run a command only while holding a distributed lock",
+    after_help = "Exit codes of `run`: the command's own (128+N if signal N ended it); \
+                  75 lock not had within --timeout; 76 lock lost, command stopped; \
+                  64 bad usage or no lock server; 70 lock server failed; 127 command not started."
+)]
+struct Cli {
+    /// The lock server, e.g. redis://127.0.0.1:6379 or memcache://127.0.0.1:11211.
+    #[arg(long, env = "PYLOCK_URL", global = true, hide_env_values = true)]
+    url: Option<String>,
+    /// Prefix of the lock's key on the server.
+    #[arg(long, default_value = pylock::DEFAULT_KEY_PREFIX, global = true)]
+    key_prefix: String,
+    /// Say nothing on stderr while waiting or stopping the command (errors still show).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run CMD while holding the lock KEY; renew the lock while CMD runs; stop CMD if the
+    /// lock is lost.
+    Run {
+        /// Lock TTL in seconds: how long the lock outlives this process if it dies. The lock
+        /// is renewed every third of it while the command runs.
+        #[arg(long, default_value_t = 10.0)]
+        expires: f64,
+        /// Longest wait for the lock, in seconds; 0 means one attempt.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Longest hold in seconds, renewals included: a stuck command loses the lock then.
+        #[arg(long)]
+        max_hold: Option<f64>,
+        /// The signal that stops the command when the lock is lost.
+        #[arg(long, default_value = "SIGTERM")]
+        signal: Signal,
+        /// Seconds between that signal and SIGKILL.
+        #[arg(long, default_value_t = 10.0)]
+        grace: f64,
+        /// The lock's name.
+        key: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Show whether the lock KEY is held, for how long, and its fencing token.
+    Status {
+        /// The lock's name.
+        key: String,
+    },
+    /// Free the lock KEY whoever holds it (operators only; needs --force).
+    Release {
+        /// Confirm: this frees a lock that another process may still believe it holds.
+        #[arg(long)]
+        force: bool,
+        /// The lock's name.
+        key: String,
+    },
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, Failure> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        Failure::new(
+            code::USAGE,
+            format!("--{name} must be a number of seconds, not {value}"),
+        )
+    })
+}
+
+fn locks(cli: &Cli) -> Result<Locks, Failure> {
+    let Some(url) = cli.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+        return Err(Failure::new(
+            code::USAGE,
+            "no lock server: give --url (or set PYLOCK_URL), e.g. --url redis://127.0.0.1:6379 \
+             or --url memcache://127.0.0.1:11211",
+        ));
+    };
+    if url.to_ascii_lowercase().starts_with("memory:")
+        || url.to_ascii_lowercase().starts_with("open:")
+    {
+        return Err(Failure::new(
+            code::USAGE,
+            format!(
+                "{url} locks nothing outside this one process; give a server, e.g. --url redis://127.0.0.1:6379"
+            ),
+        ));
+    }
+    Ok(pylock::connect(url)?.key_prefix(cli.key_prefix.clone()))
+}
+
+async fn main_result(cli: Cli) -> Result<u8, Failure> {
+    let locks = locks(&cli)?;
+    match cli.command {
+        Command::Run {
+            expires,
+            timeout,
+            max_hold,
+            signal,
+            grace,
+            key,
+            command,
+        } => {
+            let timeout = seconds("timeout", timeout)?;
+            let mut lock = locks
+                .lock(key.as_str())
+                .expires(seconds("expires", expires)?)
+                .timeout(timeout)
+                .auto_renew();
+            if let Some(max_hold) = max_hold {
+                lock = lock.max_hold(seconds("max-hold", max_hold)?);
+            }
+            RunCommand {
+                lock,
+                key,
+                timeout,
+                command,
+                term_signal: signal,
+                grace: seconds("grace", grace)?,
+                quiet: cli.quiet,
+            }
+            .run()
+            .await
+        }
+        Command::Status { key } => status(&locks.lock(key.as_str())).await,
+        Command::Release { force, key } => {
+            if !force {
+                return Err(Failure::new(
+                    code::USAGE,
+                    "release needs --force: it frees the lock whoever holds it",
+                ));
+            }
+            let released = locks.lock(key.as_str()).force_release().await?;
+            println!(
+                "{key}: {}",
+                if released {
+                    "released (forced)"
+                } else {
+                    "was not held"
+                }
+            );
+            Ok(0)
+        }
+    }
+}
+
+async fn status(lock: &Lock) -> Result<u8, Failure> {
+    match lock.inspect().await? {
+        None => println!("{}: free", lock.key()),
+        Some(holder) => {
+            let mut line = format!("{}: held", lock.key());
+            if let Some(remaining) = holder.remaining {
+                line.push_str(&format!(", expires in {:.1} s", remaining.as_secs_f64()));
+            }
+            if let Some(fence) = holder.fence {
+                line.push_str(&format!(", fence {fence}"));
+            }
+            println!("{line}");
+        }
+    }
+    Ok(0)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return Failure::new(code::ERROR, format!("cannot start: {error}")).report(),
+    };
+    match runtime.block_on(main_result(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(failure) => failure.report(),
+    }
+}

@@ -1,0 +1,340 @@
+//! The `pylock` command against real servers: runs never overlap, a paused holder has its
+//! command stopped and exits with the lost-lock code while another process takes the lock,
+//! renewal keeps a lock for several TTLs, the hold bound ends a stuck holder, and the exit
+//! codes and messages are what the docs say.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use pylock_tests::{Kind, Needs, TestServer};
+use tokio::process::{Child, Command};
+
+const LOST: i32 = 76;
+const TIMEOUT: i32 = 75;
+const USAGE: i32 = 64;
+
+fn pylock(url: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pylock"));
+    command
+        .env_remove("PYLOCK_URL")
+        .arg("--url")
+        .arg(url)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+async fn output(command: &mut Command) -> Output {
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("pylock finished within a minute")
+        .expect("run pylock")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("pylock-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
+
+fn alive(pid: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", pid])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+async fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.trim().is_empty()
+        {
+            return text.trim().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn redis() -> Option<TestServer> {
+    TestServer::start(Kind::Redis, Needs::any()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_on_one_key_never_overlap() {
+    for kind in [Kind::Redis, Kind::Memcached] {
+        let Some(server) = TestServer::start(kind, Needs::any()).await else {
+            return;
+        };
+        let dir = scratch(&format!("overlap-{kind:?}"));
+        let marks = dir.join("marks");
+        let key = format!("overlap-{}-{kind:?}", std::process::id());
+        // Each run appends start and end marks around a pause; overlapping runs interleave.
+        let script = format!(
+            "echo start $$ >> {0}; sleep 0.2; echo end $$ >> {0}",
+            marks.display()
+        );
+        let mut runs: Vec<Child> = (0..4)
+            .map(|_| {
+                pylock(server.url())
+                    .args([
+                        "-q",
+                        "run",
+                        "--expires",
+                        "5",
+                        &key,
+                        "--",
+                        "sh",
+                        "-c",
+                        &script,
+                    ])
+                    .spawn()
+                    .expect("spawn")
+            })
+            .collect();
+        for run in &mut runs {
+            let status = run.wait().await.expect("wait");
+            assert!(status.success(), "{status}");
+        }
+        let marks = std::fs::read_to_string(&marks).expect("marks");
+        let lines: Vec<&str> = marks.lines().collect();
+        assert_eq!(lines.len(), 8, "{marks}");
+        for pair in lines.chunks(2) {
+            let (start, end) = (pair[0], pair[1]);
+            assert!(
+                start.starts_with("start") && end.starts_with("end") && start[6..] == end[4..],
+                "runs overlapped on {kind:?}:\n{marks}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_holder_has_its_command_stopped_and_another_takes_the_lock() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let dir = scratch("paused");
+    let child_pid = dir.join("child.pid");
+    let key = format!("paused-{}", std::process::id());
+    let script = format!("echo $$ > {}; exec sleep 60", child_pid.display());
+    let holder = pylock(server.url())
+        .args([
+            "run",
+            "--expires",
+            "1",
+            "--grace",
+            "2",
+            &key,
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn holder");
+    let command_pid = wait_for_file(&child_pid).await;
+
+    // The holder process stalls past its TTL; its renewals stop.
+    let holder_pid = holder.id().expect("holder pid");
+    signal(holder_pid, "-STOP");
+    let other =
+        output(pylock(server.url()).args(["-q", "run", "--timeout", "20", &key, "--", "true"]))
+            .await;
+    assert!(
+        other.status.success(),
+        "the other process: {}",
+        text(&other)
+    );
+
+    // It wakes up, finds the lock lost, stops its command, and says so.
+    signal(holder_pid, "-CONT");
+    let finished = tokio::time::timeout(Duration::from_secs(20), holder.wait_with_output())
+        .await
+        .expect("the holder exits after it wakes")
+        .expect("wait");
+    assert_eq!(finished.status.code(), Some(LOST), "{}", text(&finished));
+    assert!(
+        text(&finished).contains("lost the lock"),
+        "{}",
+        text(&finished)
+    );
+    assert!(
+        !alive(&command_pid),
+        "the command still runs without the lock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_keeps_the_lock_for_several_ttls() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let key = format!("renewed-{}", std::process::id());
+    let mut holder = pylock(server.url())
+        .args(["-q", "run", "--expires", "1", &key, "--", "sleep", "4"])
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let status = output(pylock(server.url()).args(["status", &key])).await;
+        assert!(text(&status).contains("held"), "{}", text(&status));
+        let other =
+            output(pylock(server.url()).args(["-q", "run", "--timeout", "0", &key, "--", "true"]))
+                .await;
+        assert_eq!(other.status.code(), Some(TIMEOUT), "{}", text(&other));
+    }
+    assert!(holder.wait().await.expect("wait").success());
+    let status = output(pylock(server.url()).args(["status", &key])).await;
+    assert!(
+        text(&status).contains("free"),
+        "released at the end: {}",
+        text(&status)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hold_bound_ends_a_stuck_holder() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let key = format!("stuck-{}", std::process::id());
+    let started = Instant::now();
+    let stuck = output(pylock(server.url()).args([
+        "run",
+        "--expires",
+        "1",
+        "--max-hold",
+        "2",
+        "--grace",
+        "1",
+        &key,
+        "--",
+        "sleep",
+        "60",
+    ]))
+    .await;
+    let took = started.elapsed();
+    assert_eq!(stuck.status.code(), Some(LOST), "{}", text(&stuck));
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(15),
+        "the bound of 2 s ended the hold after {took:?}"
+    );
+    let status = output(pylock(server.url()).args(["status", &key])).await;
+    assert!(text(&status).contains("free"), "{}", text(&status));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_messages_and_operator_commands() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let key = format!("codes-{}", std::process::id());
+
+    // The command's own exit code, and its fence in the environment.
+    let run = output(pylock(server.url()).args([
+        "run",
+        &key,
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$PYLOCK_FENCE\" && exit 7",
+    ]))
+    .await;
+    assert_eq!(run.status.code(), Some(7), "{}", text(&run));
+
+    // While it is held: waiting is announced on stderr, -q hides it, the timeout has its code.
+    let mut holder = pylock(server.url())
+        .args(["-q", "run", "--expires", "30", &key, "--", "sleep", "30"])
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waited =
+        output(pylock(server.url()).args(["run", "--timeout", "0.3", &key, "--", "true"])).await;
+    assert_eq!(waited.status.code(), Some(TIMEOUT));
+    let said = String::from_utf8_lossy(&waited.stderr);
+    assert!(said.contains("waiting up to 0.3 s"), "{said}");
+    assert_eq!(said.lines().count(), 2, "one line per event: {said}");
+    let quiet =
+        output(pylock(server.url()).args(["-q", "run", "--timeout", "0.3", &key, "--", "true"]))
+            .await;
+    assert_eq!(quiet.status.code(), Some(TIMEOUT));
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("waiting"));
+
+    let status = output(pylock(server.url()).args(["status", &key])).await;
+    let status = text(&status);
+    assert!(
+        status.contains("held, expires in") && status.contains("fence"),
+        "{status}"
+    );
+
+    let refused = output(pylock(server.url()).args(["release", &key])).await;
+    assert_eq!(refused.status.code(), Some(USAGE), "{}", text(&refused));
+    let forced = output(pylock(server.url()).args(["release", "--force", &key])).await;
+    assert!(
+        text(&forced).contains("released (forced)"),
+        "{}",
+        text(&forced)
+    );
+    // The holder finds out at its next renewal and stops its command.
+    let holder_exit = tokio::time::timeout(Duration::from_secs(30), holder.wait())
+        .await
+        .expect("the holder notices")
+        .expect("wait");
+    assert_eq!(holder_exit.code(), Some(LOST));
+
+    // No server at all: one clear line, the usage code.
+    let mut bare = Command::new(env!("CARGO_BIN_EXE_pylock"));
+    bare.env_remove("PYLOCK_URL")
+        .args(["run", "k", "--", "true"]);
+    let bare = output(&mut bare).await;
+    assert_eq!(bare.status.code(), Some(USAGE));
+    let said = String::from_utf8_lossy(&bare.stderr);
+    assert!(
+        said.contains("give --url") && said.lines().count() == 1,
+        "{said}"
+    );
+
+    // An unreachable server: one line, no backtrace.
+    let down = output(pylock("redis://127.0.0.1:1?connect_timeout=200ms").args([
+        "run",
+        "--timeout",
+        "1",
+        &key,
+        "--",
+        "true",
+    ]))
+    .await;
+    assert_eq!(down.status.code(), Some(70), "{}", text(&down));
+    let said = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        said.contains("unavailable") && said.lines().count() == 1,
+        "{said}"
+    );
+}
