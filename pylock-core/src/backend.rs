@@ -80,6 +80,11 @@ pub struct Capabilities {
     /// Whether [`LockBackend::inspect`] and [`LockBackend::force_release`] work (for
     /// operators: `pylock status`, `pylock release --force`).
     pub inspection: bool,
+    /// Clock drift allowance between the servers and the client, in millionths of the TTL
+    /// (Redlock: 10,000, i.e. 1 %). The core takes it, plus 2 ms, off every validity
+    /// estimate: see [`validity`](Self::validity). Zero for a single server, whose own clock
+    /// alone decides.
+    pub drift_ppm: u32,
 }
 
 impl Default for Capabilities {
@@ -93,6 +98,7 @@ impl Default for Capabilities {
             max_ttl: None,
             max_key_len: None,
             inspection: false,
+            drift_ppm: 0,
         }
     }
 }
@@ -138,6 +144,23 @@ impl Capabilities {
     pub const fn with_inspection(mut self, inspection: bool) -> Self {
         self.inspection = inspection;
         self
+    }
+
+    /// Sets [`drift_ppm`](Self::drift_ppm).
+    pub const fn with_drift_ppm(mut self, drift_ppm: u32) -> Self {
+        self.drift_ppm = drift_ppm;
+        self
+    }
+
+    /// How long a lock set with `ttl` surely lasts, from when its request was sent: `ttl`
+    /// less the drift allowance (`ttl` x [`drift_ppm`](Self::drift_ppm) / 10^6 + 2 ms) when
+    /// there is one.
+    pub fn validity(&self, ttl: Duration) -> Duration {
+        if self.drift_ppm == 0 {
+            return ttl;
+        }
+        let drift = ttl.mul_f64(f64::from(self.drift_ppm) / 1e6) + Duration::from_millis(2);
+        ttl.saturating_sub(drift)
     }
 }
 
@@ -230,5 +253,22 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
             backend: self.name(),
             operation: "force a release",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_takes_off_the_drift_allowance() {
+        let single = Capabilities::default();
+        assert_eq!(single.validity(Duration::from_secs(10)), Duration::from_secs(10));
+        let redlock = Capabilities::default().with_drift_ppm(10_000);
+        assert_eq!(
+            redlock.validity(Duration::from_secs(10)),
+            Duration::from_millis(9_898)
+        );
+        assert_eq!(redlock.validity(Duration::from_millis(1)), Duration::ZERO);
     }
 }

@@ -55,6 +55,7 @@ impl Hold {
         sent_at: Instant,
         ttl: Duration,
     ) -> Self {
+        let valid_until = sent_at + backend.capabilities().validity(ttl);
         Hold {
             backend,
             key,
@@ -63,7 +64,7 @@ impl Hold {
             fence,
             acquired_at: sent_at,
             state: watch::Sender::new(State {
-                valid_until: sent_at + ttl,
+                valid_until,
                 lost: None,
             }),
         }
@@ -129,10 +130,11 @@ impl Hold {
             .extend(&self.server_key, &self.token, ttl)
             .await?
         {
+            let valid_until = sent_at + self.backend.capabilities().validity(ttl);
             self.state.send_if_modified(|state| {
                 let still_held = state.lost.is_none();
                 if still_held {
-                    state.valid_until = sent_at + ttl;
+                    state.valid_until = valid_until;
                 }
                 still_held
             });

@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::task::Poll;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::watch;
@@ -65,11 +66,13 @@ impl NoticeBoard {
         channel.waiters += 1;
         let first = channel.waiters == 1;
         let notice = ReleaseNotice {
-            receiver: channel.sender.subscribe(),
-            _membership: Some(Membership {
-                board: self.clone(),
-                key: key.to_owned(),
-            }),
+            source: Source {
+                receivers: vec![channel.sender.subscribe()],
+                _memberships: vec![Membership {
+                    board: self.clone(),
+                    key: key.to_owned(),
+                }],
+            },
         };
         (notice, first)
     }
@@ -137,8 +140,13 @@ impl fmt::Debug for NoticeBoard {
 ///
 /// Dropping it ends the subscription.
 pub struct ReleaseNotice {
-    receiver: watch::Receiver<u64>,
-    _membership: Option<Membership>,
+    source: Source,
+}
+
+struct Source {
+    /// One channel per server that announces the lock's releases (several for Redlock).
+    receivers: Vec<watch::Receiver<u64>>,
+    _memberships: Vec<Membership>,
 }
 
 impl ReleaseNotice {
@@ -147,8 +155,26 @@ impl ReleaseNotice {
     pub fn from_receiver(mut receiver: watch::Receiver<u64>) -> Self {
         receiver.mark_unchanged();
         ReleaseNotice {
-            receiver,
-            _membership: None,
+            source: Source {
+                receivers: vec![receiver],
+                _memberships: Vec::new(),
+            },
+        }
+    }
+
+    /// A notice that fires when any of `notices` does, for a lock kept on several servers.
+    pub fn any(notices: Vec<ReleaseNotice>) -> Self {
+        let mut receivers = Vec::new();
+        let mut memberships = Vec::new();
+        for notice in notices {
+            receivers.extend(notice.source.receivers);
+            memberships.extend(notice.source._memberships);
+        }
+        ReleaseNotice {
+            source: Source {
+                receivers,
+                _memberships: memberships,
+            },
         }
     }
 
@@ -157,16 +183,41 @@ impl ReleaseNotice {
     /// If the backend dropped the channel (it was shut down), this never resolves; the wait
     /// loop's bounded poll still ends the wait.
     pub async fn released(&mut self) {
-        if self.receiver.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
+        let mut waits: Vec<_> = self
+            .source
+            .receivers
+            .iter_mut()
+            .map(|receiver| Some(Box::pin(receiver.changed())))
+            .collect();
+        std::future::poll_fn(|cx| {
+            for slot in &mut waits {
+                if let Some(wait) = slot {
+                    match wait.as_mut().poll(cx) {
+                        Poll::Ready(Ok(())) => return Poll::Ready(()),
+                        // A closed channel (its server's subscriber gone) never counts as a
+                        // release; it is not polled again.
+                        Poll::Ready(Err(_)) => *slot = None,
+                        Poll::Pending => {}
+                    }
+                }
+            }
+            Poll::Pending
+        })
+        .await;
     }
 }
 
 impl fmt::Debug for ReleaseNotice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self
+            .source
+            ._memberships
+            .iter()
+            .map(|m| m.key.as_str())
+            .collect();
         f.debug_struct("ReleaseNotice")
-            .field("key", &self._membership.as_ref().map(|m| m.key.as_str()))
+            .field("keys", &keys)
+            .field("channels", &self.source.receivers.len())
             .finish()
     }
 }
@@ -208,6 +259,21 @@ mod tests {
         let (mut notice, _) = board.subscribe("k");
         let waited = tokio::time::timeout(Duration::from_secs(1), notice.released()).await;
         assert!(waited.is_err(), "no release happened after subscribing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn any_of_several_notices_wakes() {
+        let (first, second) = (NoticeBoard::new(), NoticeBoard::new());
+        let mut notice = ReleaseNotice::any(vec![first.subscribe("k").0, second.subscribe("k").0]);
+        let quiet = tokio::time::timeout(Duration::from_secs(1), notice.released()).await;
+        assert!(quiet.is_err(), "nothing was released");
+        second.notify("k");
+        tokio::time::timeout(Duration::from_secs(1), notice.released())
+            .await
+            .expect("the second server's notice wakes the waiter");
+        assert!(first.is_waited("k") && second.is_waited("k"));
+        drop(notice);
+        assert!(!first.is_waited("k") && !second.is_waited("k"));
     }
 
     #[test]
