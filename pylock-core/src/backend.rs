@@ -263,7 +263,10 @@ mod tests {
     #[test]
     fn validity_takes_off_the_drift_allowance() {
         let single = Capabilities::default();
-        assert_eq!(single.validity(Duration::from_secs(10)), Duration::from_secs(10));
+        assert_eq!(
+            single.validity(Duration::from_secs(10)),
+            Duration::from_secs(10)
+        );
         let redlock = Capabilities::default().with_drift_ppm(10_000);
         assert_eq!(
             redlock.validity(Duration::from_secs(10)),

@@ -8,8 +8,8 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::task::Poll;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 
 use tokio::sync::watch;
 

@@ -7,10 +7,12 @@ use pylock_core::{
     Attempt, Capabilities, Holder, LockBackend, ReleaseNotice, Result, Token, async_trait,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::{FromRedisValue, ScriptInvocation};
 use tokio::sync::OnceCell;
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, Servers};
+use crate::connection::Connection;
 use crate::errors::{from_redis, timed_out};
 use crate::keys::{fence_key, notice_channel};
 use crate::notices::Notices;
@@ -33,9 +35,20 @@ use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, RELEASE};
 #[derive(Debug)]
 pub struct RedisBackend {
     config: RedisConfig,
-    client: redis::Client,
-    connection: OnceCell<ConnectionManager>,
+    connector: Connector,
+    connection: OnceCell<Connection>,
     notices: Arc<Notices>,
+}
+
+/// What makes the connection: a client for one server, or for a cluster.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per backend, never moved around"
+)]
+enum Connector {
+    Single(redis::Client),
+    Cluster(ClusterClient),
 }
 
 impl RedisBackend {
@@ -55,16 +68,32 @@ impl RedisBackend {
     ///
     /// [`pylock_core::Error::InvalidUrl`] if the `redis` crate refuses the settings.
     pub fn new(config: RedisConfig) -> Result<Self> {
-        let client = redis::Client::open(config.info.clone()).map_err(|e| {
-            pylock_core::Error::InvalidUrl {
-                url: config.redacted_url().to_owned(),
-                reason: e.to_string(),
-            }
-        })?;
-        let notices = Notices::new(client.clone(), &config);
+        let invalid = |e: redis::RedisError| pylock_core::Error::InvalidUrl {
+            url: config.redacted_url().to_owned(),
+            reason: e.to_string(),
+        };
+        // One client per server (per seed node of a cluster) for the release notices: a
+        // cluster delivers PUBLISH on every node, so any one reachable node will do.
+        let notice_clients = config
+            .connection_infos()
+            .iter()
+            .map(|info| redis::Client::open(info.clone()))
+            .collect::<redis::RedisResult<Vec<_>>>()
+            .map_err(invalid)?;
+        let connector = match &config.servers {
+            Servers::Single(_) => Connector::Single(notice_clients[0].clone()),
+            Servers::Cluster(seeds) => Connector::Cluster(
+                ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout)
+                    .build()
+                    .map_err(invalid)?,
+            ),
+        };
+        let notices = Notices::new(notice_clients, &config);
         Ok(RedisBackend {
             config,
-            client,
+            connector,
             connection: OnceCell::new(),
             notices,
         })
@@ -76,21 +105,73 @@ impl RedisBackend {
     }
 
     /// The shared connection, made on first use.
-    async fn connection(&self) -> Result<ConnectionManager> {
+    async fn connection(&self) -> Result<Connection> {
+        let server = self.config.redacted_url();
         self.connection
             .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.config.connect_timeout))
-                    .set_response_timeout(Some(self.config.response_timeout))
-                    // One connect attempt per call: a call must fail within its timeouts while
-                    // the server is down, and the next call tries again.
-                    .set_number_of_retries(0);
-                ConnectionManager::new_lazy_with_config(self.client.clone(), config).map_err(|e| {
-                    from_redis(e, "setting up the connection", self.config.redacted_url())
-                })
+                match &self.connector {
+                    Connector::Single(client) => {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.config.connect_timeout))
+                            .set_response_timeout(Some(self.config.response_timeout))
+                            // One connect attempt per call: a call must fail within its
+                            // timeouts while the server is down, and the next call tries again.
+                            .set_number_of_retries(0);
+                        ConnectionManager::new_lazy_with_config(client.clone(), config)
+                            .map(Connection::Single)
+                            .map_err(|e| from_redis(e, "setting up the connection", server))
+                    }
+                    Connector::Cluster(client) => {
+                        // The cluster client finds the slots from the seeds, follows MOVED/ASK
+                        // and reconnects to nodes by itself; only its first contact can fail.
+                        let limit = self.config.call_timeout();
+                        match tokio::time::timeout(limit, client.get_async_connection()).await {
+                            Ok(Ok(connection)) => Ok(Connection::Cluster(connection)),
+                            Ok(Err(e)) => Err(from_redis(e, "connecting to the cluster", server)),
+                            Err(_) => Err(timed_out("connecting to the cluster", server, limit)),
+                        }
+                    }
+                }
             })
             .await
             .cloned()
+    }
+
+    /// With `wait_replicas`, waits until enough replicas have the write just made to `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`pylock_core::Error::Unavailable`] if too few replicas acknowledged in time.
+    async fn wait_for_replicas(&self, key: &str) -> Result<()> {
+        let Some(wait) = self.config.wait else {
+            return Ok(());
+        };
+        let server = self.config.redacted_url();
+        let mut connection = self.connection().await?;
+        let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
+        let limit = wait.timeout + self.config.call_timeout();
+        let acknowledged = match tokio::time::timeout(
+            limit,
+            connection.wait_for_replicas(key, wait.replicas, timeout_ms),
+        )
+        .await
+        {
+            Ok(Ok(acknowledged)) => acknowledged,
+            Ok(Err(e)) => return Err(from_redis(e, "waiting for replicas", server)),
+            Err(_) => return Err(timed_out("waiting for replicas", server, limit)),
+        };
+        if acknowledged >= wait.replicas {
+            Ok(())
+        } else {
+            Err(pylock_core::Error::Unavailable {
+                backend: "redis",
+                context: format!(
+                    "only {acknowledged} of {} replicas acknowledged the lock within {:?} at {server}",
+                    wait.replicas, wait.timeout
+                ),
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+            })
+        }
     }
 
     /// Runs one script with the backend's time limit, mapping its errors.
@@ -160,6 +241,11 @@ impl LockBackend for RedisBackend {
             )
             .await?;
         Ok(if acquired == 1 {
+            if let Err(error) = self.wait_for_replicas(key).await {
+                // Not safe from a failover yet: give the lock back, let the caller retry.
+                let _ = self.release(key, token).await;
+                return Err(error);
+            }
             Attempt::Acquired {
                 fence: u64::try_from(value).ok().filter(|_| self.config.fencing),
             }
@@ -192,6 +278,9 @@ impl LockBackend for RedisBackend {
                 EXTEND.key(key).arg(token.to_hex()).arg(millis(ttl)),
             )
             .await?;
+        if extended == 1 {
+            self.wait_for_replicas(key).await?;
+        }
         Ok(extended == 1)
     }
 

@@ -9,7 +9,23 @@ use pylock_core::url::ConnectionUrl;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
 /// The query options a Redis URL may carry.
-pub const OPTIONS: &[&str] = &["db", "connect_timeout", "response_timeout", "fencing"];
+pub const OPTIONS: &[&str] = &[
+    "db",
+    "connect_timeout",
+    "response_timeout",
+    "fencing",
+    "wait_replicas",
+    "wait_timeout",
+];
+
+/// The query options a Redlock URL may carry.
+pub const REDLOCK_OPTIONS: &[&str] = &["db", "connect_timeout", "response_timeout", "node_timeout"];
+
+/// How long a Redlock node may take to answer one attempt before it counts as failed.
+pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// How long `WAIT` may wait for replicas when `wait_replicas` is set.
+pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Default host and port, as in pylock 0.4: `redis://` means `redis://localhost:6379/0`.
 pub const DEFAULT_HOST: &str = "localhost";
@@ -21,27 +37,45 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a command may wait for its reply before a call fails with `Error::Unavailable`.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Everything needed to reach one Redis server, parsed from a URL.
+/// Everything needed to reach one Redis server or one Redis Cluster, parsed from a URL.
 ///
 /// ```text
 /// redis://[user[:password]@][host][:port][/db][?option=value&...]
 /// rediss://...                      (TLS, feature `tls`)
 /// redis+unix:///path/to/redis.sock[?db=N&...]
+/// redis+cluster://[user[:password]@]seed1:7000[,seed2:7001...][?option=value&...]
 /// ```
 ///
 /// | option | default | meaning |
 /// |---|---|---|
-/// | `db` | `0` | database number (or `/N` as the path) |
+/// | `db` | `0` | database number (or `/N` as the path); not for clusters |
 /// | `connect_timeout` | `1s` | longest wait for a connection (`250ms`, `2s`, `1.5`) |
 /// | `response_timeout` | `1s` | longest wait for a reply |
 /// | `fencing` | `true` | give fencing tokens (keeps one small counter key per lock name) |
+/// | `wait_replicas` | none | after each acquire and extend, `WAIT` for this many replicas |
+/// | `wait_timeout` | `100ms` | how long that `WAIT` may take |
 #[derive(Clone)]
 pub struct RedisConfig {
-    pub(crate) info: ConnectionInfo,
+    pub(crate) servers: Servers,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) fencing: bool,
+    pub(crate) wait: Option<WaitForReplicas>,
     redacted: String,
+}
+
+/// One server, or the seed nodes of a cluster.
+#[derive(Clone)]
+pub(crate) enum Servers {
+    Single(Box<ConnectionInfo>),
+    Cluster(Vec<ConnectionInfo>),
+}
+
+/// `WAIT` for replicas after writing a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WaitForReplicas {
+    pub(crate) replicas: u64,
+    pub(crate) timeout: Duration,
 }
 
 impl RedisConfig {
@@ -55,41 +89,61 @@ impl RedisConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let url = ConnectionUrl::parse(url)?;
         let options = url.options(OPTIONS)?;
-        let (addr, path_db) = match url.scheme() {
-            "redis" | "rediss" => tcp_address(&url)?,
-            "redis+unix" => (unix_address(&url)?, None),
+        let servers = match url.scheme() {
+            "redis" | "rediss" => {
+                let (addr, path_db) = tcp_address(&url)?;
+                let db = database(&url, path_db, options.u64("db")?)?;
+                Servers::Single(Box::new(connection_info(&url, addr, db)?))
+            }
+            "redis+unix" => {
+                let db = database(&url, None, options.u64("db")?)?;
+                Servers::Single(Box::new(connection_info(&url, unix_address(&url)?, db)?))
+            }
+            "redis+cluster" => {
+                if !matches!(url.path(), "" | "/") || options.get("db").is_some() {
+                    return Err(url.invalid("a Redis Cluster has only database 0"));
+                }
+                if url.hosts().is_empty() {
+                    return Err(url.invalid(
+                        "redis+cluster:// needs at least one seed node: redis+cluster://host:7000",
+                    ));
+                }
+                let seeds = url
+                    .hosts()
+                    .iter()
+                    .map(|h| {
+                        let addr =
+                            ConnectionAddr::Tcp(h.host.clone(), h.port.unwrap_or(DEFAULT_PORT));
+                        connection_info(&url, addr, 0)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Servers::Cluster(seeds)
+            }
             other => {
                 return Err(url.invalid(format!(
-                    "{other}:// is not a Redis scheme; use redis://, rediss:// or redis+unix://"
+                    "{other}:// is not a Redis scheme; use redis://, rediss://, redis+unix:// \
+                     or redis+cluster://"
                 )));
             }
         };
-        let db = match (path_db, options.u64("db")?) {
-            (Some(_), Some(_)) => {
-                return Err(url.invalid("the database is given both as /N and as ?db=N"));
+        let wait = match options.u64("wait_replicas")? {
+            Some(0) | None => {
+                if options.get("wait_timeout").is_some() {
+                    return Err(url.invalid("wait_timeout needs wait_replicas"));
+                }
+                None
             }
-            (Some(db), None) | (None, Some(db)) => db,
-            (None, None) => 0,
+            Some(replicas) => Some(WaitForReplicas {
+                replicas,
+                timeout: options.timeout("wait_timeout", DEFAULT_WAIT_TIMEOUT)?,
+            }),
         };
-        let db = i64::try_from(db).map_err(|_| url.invalid("the database number is too large"))?;
-
-        let mut redis = RedisConnectionInfo::default().set_db(db);
-        if let Some(user) = url.username() {
-            redis = redis.set_username(user);
-        }
-        if let Some(password) = url.password() {
-            redis = redis.set_password(password.expose());
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(|e| url.invalid(e.to_string()))?
-            .set_redis_settings(redis);
-
         Ok(RedisConfig {
-            info,
+            servers,
             connect_timeout: options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
             response_timeout: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
             fencing: options.bool("fencing")?.unwrap_or(true),
+            wait,
             redacted: url.redacted().to_owned(),
         })
     }
@@ -114,9 +168,17 @@ impl RedisConfig {
         self.fencing
     }
 
-    /// The connection settings for the `redis` crate (they hold the password).
-    pub fn connection_info(&self) -> &ConnectionInfo {
-        &self.info
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.servers, Servers::Cluster(_))
+    }
+
+    /// The connection settings of the server, or of each seed node (they hold the password).
+    pub fn connection_infos(&self) -> &[ConnectionInfo] {
+        match &self.servers {
+            Servers::Single(info) => std::slice::from_ref(&**info),
+            Servers::Cluster(seeds) => seeds,
+        }
     }
 
     /// The longest a single command can take to fail while the server is unreachable: one
@@ -133,8 +195,36 @@ impl fmt::Debug for RedisConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .field("fencing", &self.fencing)
+            .field("wait", &self.wait)
             .finish()
     }
+}
+
+/// The database from the path (`/N`) or the `db` option, not both; 0 by default.
+fn database(url: &ConnectionUrl, from_path: Option<u64>, from_option: Option<u64>) -> Result<i64> {
+    let db = match (from_path, from_option) {
+        (Some(_), Some(_)) => {
+            return Err(url.invalid("the database is given both as /N and as ?db=N"));
+        }
+        (Some(db), None) | (None, Some(db)) => db,
+        (None, None) => 0,
+    };
+    i64::try_from(db).map_err(|_| url.invalid("the database number is too large"))
+}
+
+/// Connection settings for `addr`, with the URL's user and password.
+fn connection_info(url: &ConnectionUrl, addr: ConnectionAddr, db: i64) -> Result<ConnectionInfo> {
+    let mut redis = RedisConnectionInfo::default().set_db(db);
+    if let Some(user) = url.username() {
+        redis = redis.set_username(user);
+    }
+    if let Some(password) = url.password() {
+        redis = redis.set_password(password.expose());
+    }
+    Ok(addr
+        .into_connection_info()
+        .map_err(|e| url.invalid(e.to_string()))?
+        .set_redis_settings(redis))
 }
 
 fn tcp_address(url: &ConnectionUrl) -> Result<(ConnectionAddr, Option<u64>)> {
@@ -143,7 +233,8 @@ fn tcp_address(url: &ConnectionUrl) -> Result<(ConnectionAddr, Option<u64>)> {
         [one] => (one.host.clone(), one.port.unwrap_or(DEFAULT_PORT)),
         _ => {
             return Err(url.invalid(
-                "redis:// takes one host; several independent masters are a Redlock setup",
+                "redis:// takes one host; for several independent masters use redlock://, \
+                 for a Redis Cluster redis+cluster://",
             ));
         }
     };
@@ -191,13 +282,111 @@ fn unix_address(url: &ConnectionUrl) -> Result<ConnectionAddr> {
     Ok(ConnectionAddr::Unix(PathBuf::from(url.path())))
 }
 
+/// The independent masters of a `redlock://` URL, each with the URL's user, password, database
+/// and timeouts.
+///
+/// ```text
+/// redlock://[user[:password]@]host1:6379,host2:6380,host3:6381[/db][?option=value&...]
+/// ```
+///
+/// | option | default | meaning |
+/// |---|---|---|
+/// | `node_timeout` | `100ms` | longest wait for one node's answer to one attempt |
+/// | `connect_timeout`, `response_timeout` | `1s` | as for `redis://` |
+/// | `db` | `0` | database number on every node |
+///
+/// At least three nodes: Redlock holds a lock on a majority of them.
+#[derive(Debug, Clone)]
+pub struct RedlockConfig {
+    pub(crate) nodes: Vec<RedisConfig>,
+    pub(crate) node_timeout: Duration,
+    redacted: String,
+}
+
+impl RedlockConfig {
+    /// Parses a `redlock://` URL.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`](pylock_core::Error::InvalidUrl) for a malformed URL, fewer than
+    /// three or repeated nodes; [`Error::UnknownOption`](pylock_core::Error::UnknownOption) /
+    /// [`Error::InvalidOption`](pylock_core::Error::InvalidOption) for the options.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let parsed = ConnectionUrl::parse(url)?;
+        if parsed.scheme() != "redlock" {
+            return Err(parsed.invalid(format!("{}:// is not redlock://", parsed.scheme())));
+        }
+        let options = parsed.options(REDLOCK_OPTIONS)?;
+        let hosts = parsed.hosts();
+        if hosts.len() < 3 {
+            return Err(parsed.invalid(
+                "Redlock needs at least three independent masters (a majority must survive a \
+                 failure); for one server use redis://",
+            ));
+        }
+        let path_db = match parsed.path().trim_start_matches('/') {
+            "" => None,
+            db => Some(db.parse::<u64>().map_err(|_| {
+                parsed.invalid(format!("the path must be a database number, not {db:?}"))
+            })?),
+        };
+        let db = database(&parsed, path_db, options.u64("db")?)?;
+        let connect_timeout = options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
+        let response_timeout = options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?;
+        let mut nodes = Vec::with_capacity(hosts.len());
+        for (i, host) in hosts.iter().enumerate() {
+            if hosts[..i].contains(host) {
+                return Err(parsed.invalid(format!(
+                    "{} is listed twice",
+                    host.to_socket_string(DEFAULT_PORT)
+                )));
+            }
+            let addr = ConnectionAddr::Tcp(host.host.clone(), host.port.unwrap_or(DEFAULT_PORT));
+            nodes.push(RedisConfig {
+                servers: Servers::Single(Box::new(connection_info(&parsed, addr, db)?)),
+                connect_timeout,
+                response_timeout,
+                // No fencing: no counter can be kept consistent across independent masters.
+                fencing: false,
+                wait: None,
+                redacted: format!("redlock node {}", host.to_socket_string(DEFAULT_PORT)),
+            });
+        }
+        Ok(RedlockConfig {
+            nodes,
+            node_timeout: options.timeout("node_timeout", DEFAULT_NODE_TIMEOUT)?,
+            redacted: parsed.redacted().to_owned(),
+        })
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted
+    }
+
+    /// How many nodes there are.
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// How many nodes must agree: a majority.
+    pub fn quorum(&self) -> usize {
+        self.nodes.len() / 2 + 1
+    }
+
+    /// The per-node timeout of one attempt.
+    pub fn node_timeout(&self) -> Duration {
+        self.node_timeout
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use pylock_core::Error;
 
     fn tcp(config: &RedisConfig) -> (String, u16) {
-        match config.info.addr() {
+        match config.connection_infos()[0].addr() {
             ConnectionAddr::Tcp(host, port) => (host.clone(), *port),
             other => panic!("{other:?}"),
         }
@@ -207,7 +396,7 @@ mod tests {
     fn defaults_are_localhost_6379_db_0() {
         let config = RedisConfig::from_url("redis://").unwrap();
         assert_eq!(tcp(&config), ("localhost".to_owned(), 6379));
-        assert_eq!(config.info.redis_settings().db(), 0);
+        assert_eq!(config.connection_infos()[0].redis_settings().db(), 0);
         assert_eq!(config.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
         assert!(config.fencing());
     }
@@ -219,7 +408,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(tcp(&config), ("127.0.0.1".to_owned(), 6380));
-        let redis = config.info.redis_settings();
+        let redis = config.connection_infos()[0].redis_settings();
         assert_eq!(redis.db(), 3);
         assert_eq!(redis.username(), Some("app"));
         assert_eq!(redis.password(), Some("s@cret"));
@@ -228,17 +417,17 @@ mod tests {
         assert!(!config.fencing());
         let config = RedisConfig::from_url("redis://[::1]?db=2").unwrap();
         assert_eq!(tcp(&config), ("::1".to_owned(), 6379));
-        assert_eq!(config.info.redis_settings().db(), 2);
+        assert_eq!(config.connection_infos()[0].redis_settings().db(), 2);
     }
 
     #[test]
     fn unix_sockets() {
         let config = RedisConfig::from_url("redis+unix:///run/redis.sock?db=1").unwrap();
-        match config.info.addr() {
+        match config.connection_infos()[0].addr() {
             ConnectionAddr::Unix(path) => assert_eq!(path, &PathBuf::from("/run/redis.sock")),
             other => panic!("{other:?}"),
         }
-        assert_eq!(config.info.redis_settings().db(), 1);
+        assert_eq!(config.connection_infos()[0].redis_settings().db(), 1);
     }
 
     #[test]
@@ -272,6 +461,78 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn clusters_and_replica_waits() {
+        let config = RedisConfig::from_url(
+            "redis+cluster://u:p@127.0.0.1:7000,127.0.0.1:7001?wait_replicas=1&wait_timeout=50ms",
+        )
+        .unwrap();
+        assert!(config.is_cluster());
+        assert_eq!(config.connection_infos().len(), 2);
+        assert_eq!(
+            config.connection_infos()[1].redis_settings().password(),
+            Some("p")
+        );
+        assert_eq!(
+            config.wait,
+            Some(WaitForReplicas {
+                replicas: 1,
+                timeout: Duration::from_millis(50)
+            })
+        );
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://h:7000/1",
+            "redis+cluster://h:7000?db=1",
+            "redis://h?wait_timeout=1s",
+        ] {
+            assert!(
+                matches!(RedisConfig::from_url(bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+        assert!(!RedisConfig::from_url("redis://h").unwrap().is_cluster());
+    }
+
+    #[test]
+    fn redlock_urls() {
+        let config =
+            RedlockConfig::from_url("redlock://:pw@h1:6379,h2:6380,h3/2?node_timeout=20ms")
+                .unwrap();
+        assert_eq!((config.nodes(), config.quorum()), (3, 2));
+        assert_eq!(config.node_timeout(), Duration::from_millis(20));
+        for node in &config.nodes {
+            assert!(!node.fencing());
+            assert_eq!(node.connection_infos()[0].redis_settings().db(), 2);
+            assert_eq!(
+                node.connection_infos()[0].redis_settings().password(),
+                Some("pw")
+            );
+        }
+        assert_eq!(
+            RedlockConfig::from_url("redlock://a,b,c,d,e")
+                .unwrap()
+                .quorum(),
+            3
+        );
+        for bad in [
+            "redlock://h1,h2",
+            "redlock://h1,h1,h2",
+            "redlock://a,b,c/x",
+            "redis://a,b,c",
+        ] {
+            assert!(
+                matches!(RedlockConfig::from_url(bad), Err(Error::InvalidUrl { .. })),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            RedlockConfig::from_url("redlock://a,b,c?fencing=true"),
+            Err(Error::UnknownOption { .. })
+        ));
+        assert!(!format!("{config:?}").contains("pw"));
+    }
+
     #[cfg(not(feature = "tls"))]
     #[test]
     fn tls_needs_the_feature() {
@@ -284,7 +545,7 @@ mod tests {
     fn tls_urls() {
         let config = RedisConfig::from_url("rediss://h:6390").unwrap();
         assert!(matches!(
-            config.info.addr(),
+            config.connection_infos()[0].addr(),
             ConnectionAddr::TcpTls { port: 6390, .. }
         ));
     }

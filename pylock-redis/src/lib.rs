@@ -55,9 +55,11 @@
 
 mod backend;
 mod config;
+mod connection;
 mod errors;
 pub mod keys;
 mod notices;
+pub mod redlock;
 pub mod scripts;
 
 use std::sync::Arc;
@@ -66,19 +68,27 @@ use pylock_core::{LockBackend, Registry};
 
 pub use backend::RedisBackend;
 pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RESPONSE_TIMEOUT, OPTIONS,
-    RedisConfig,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_NODE_TIMEOUT, DEFAULT_PORT,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, OPTIONS, REDLOCK_OPTIONS, RedisConfig,
+    RedlockConfig,
 };
+pub use redlock::RedlockBackend;
 
-/// The URL schemes of this backend.
-pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+unix"];
+/// The URL schemes of this crate's backends.
+pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "redis+cluster", "redlock"];
 
-/// Adds this backend's schemes to `registry`.
+/// Adds this crate's schemes to `registry`.
 pub fn register_in(registry: &Registry) {
     for scheme in SCHEMES {
-        registry.register(scheme, |url: &str| {
-            Ok(Arc::new(RedisBackend::from_url(url)?) as Arc<dyn LockBackend>)
-        });
+        if *scheme == "redlock" {
+            registry.register(scheme, |url: &str| {
+                Ok(Arc::new(RedlockBackend::from_url(url)?) as Arc<dyn LockBackend>)
+            });
+        } else {
+            registry.register(scheme, |url: &str| {
+                Ok(Arc::new(RedisBackend::from_url(url)?) as Arc<dyn LockBackend>)
+            });
+        }
     }
 }
 

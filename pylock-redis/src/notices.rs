@@ -27,7 +27,10 @@ use crate::errors::{from_redis, timed_out};
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
 pub(crate) struct Notices {
-    client: redis::Client,
+    /// One client per server that can deliver the notices (the seed nodes of a cluster);
+    /// reconnects go round them.
+    clients: Vec<redis::Client>,
+    next_client: std::sync::atomic::AtomicUsize,
     /// The server's URL, redacted, for messages.
     server: String,
     timeout: Duration,
@@ -47,12 +50,13 @@ struct Subscriber {
 }
 
 impl Notices {
-    pub(crate) fn new(client: redis::Client, config: &RedisConfig) -> Arc<Self> {
+    pub(crate) fn new(clients: Vec<redis::Client>, config: &RedisConfig) -> Arc<Self> {
         let (stop_sender, stop) = watch::channel(());
         Arc::new_cyclic(|this: &Weak<Notices>| {
             let this = this.clone();
             Notices {
-                client,
+                clients,
+                next_client: std::sync::atomic::AtomicUsize::new(0),
                 server: config.redacted_url().to_owned(),
                 timeout: config.call_timeout(),
                 board: NoticeBoard::with_idle_hook(move |channel| {
@@ -108,7 +112,12 @@ impl Notices {
 
     async fn open(&self) -> Result<(PubSubSink, PubSubStream)> {
         let context = "connecting for release notices";
-        match tokio::time::timeout(self.timeout, self.client.get_async_pubsub()).await {
+        // After a failure, the next attempt goes to the next server.
+        let turn = self
+            .next_client
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let client = &self.clients[turn % self.clients.len()];
+        match tokio::time::timeout(self.timeout, client.get_async_pubsub()).await {
             Ok(Ok(pubsub)) => Ok(pubsub.split()),
             Ok(Err(error)) => Err(from_redis(error, context, &self.server)),
             Err(_) => Err(timed_out(context, &self.server, self.timeout)),

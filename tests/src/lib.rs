@@ -2,8 +2,10 @@
 //! helpers to watch a test's traces.
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod docker;
 pub mod server;
 pub mod traces;
 
+pub use cluster::TestCluster;
 pub use server::{Kind, Needs, Provider, TestServer};

@@ -53,29 +53,7 @@ async fn four_processes_on_redis_keep_the_counter_exact() {
     let Some(server) = TestServer::start(Kind::Redis, Needs::any()).await else {
         return;
     };
-    let url = server.url().to_owned();
-    let key = format!("demo-{}", std::process::id());
-    let (code, text) = tokio::task::spawn_blocking(move || {
-        demo(&[
-            "--url",
-            &url,
-            "--processes",
-            "4",
-            "--workers",
-            "4",
-            "--rounds",
-            "5",
-            "--key",
-            &key,
-        ])
-    })
-    .await
-    .expect("demo");
-    assert_eq!(code, 0, "{text}");
-    assert!(
-        last_line(&text).starts_with("OK: 80 holds, 0 overlapping; counter = 80 (expected 80)"),
-        "{text}"
-    );
+    four_processes_on(server.url().to_owned()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,7 +61,11 @@ async fn four_processes_on_memcached_keep_the_counter_exact() {
     let Some(server) = TestServer::start(Kind::Memcached, Needs::any()).await else {
         return;
     };
-    let url = server.url().to_owned();
+    four_processes_on(server.url().to_owned()).await;
+}
+
+/// Runs the demo with 4 processes on `url` and checks the counter.
+async fn four_processes_on(url: String) {
     let key = format!("demo-{}", std::process::id());
     let (code, text) = tokio::task::spawn_blocking(move || {
         demo(&[
@@ -106,4 +88,31 @@ async fn four_processes_on_memcached_keep_the_counter_exact() {
         last_line(&text).starts_with("OK: 40 holds, 0 overlapping; counter = 40 (expected 40)"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_on_redlock_keep_the_counter_exact() {
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let Some(node) = TestServer::start(Kind::Redis, Needs::control()).await else {
+            return;
+        };
+        nodes.push(node);
+    }
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port()))
+        .collect();
+    four_processes_on(format!("redlock://{}", hosts.join(","))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_on_a_cluster_keep_the_counter_exact() {
+    let Some(cluster) = tokio::task::spawn_blocking(|| pylock_tests::TestCluster::start(3, 0))
+        .await
+        .expect("cluster")
+    else {
+        return;
+    };
+    four_processes_on(cluster.url()).await;
 }

@@ -1,0 +1,218 @@
+//! A real Redis Cluster on loopback ports: `redis-server` processes in cluster mode, joined by
+//! `redis-cli --cluster create`. Dropping it stops every node.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::server::free_port;
+
+/// A running cluster of `masters` masters with `replicas` replicas each.
+#[derive(Debug)]
+pub struct TestCluster {
+    dir: PathBuf,
+    nodes: BTreeMap<u16, Option<Child>>,
+}
+
+impl TestCluster {
+    /// Starts and joins the nodes; `None` (after saying why) when `redis-server` or
+    /// `redis-cli` is missing outside CI. Under `CI=true` a missing binary panics.
+    pub fn start(masters: usize, replicas: usize) -> Option<TestCluster> {
+        for binary in ["redis-server", "redis-cli"] {
+            if Command::new(binary).arg("--version").output().is_err() {
+                let message = format!("no {binary} to build a test cluster with");
+                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+                    panic!("{message}");
+                }
+                let _ = writeln!(std::io::stderr(), "SKIPPED (not in CI): {message}");
+                return None;
+            }
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "pylock-cluster-{}-{}",
+            std::process::id(),
+            free_port().expect("port")
+        ));
+        std::fs::create_dir_all(&dir).expect("cluster dir");
+        let mut cluster = TestCluster {
+            dir,
+            nodes: BTreeMap::new(),
+        };
+        for _ in 0..masters * (1 + replicas) {
+            let port = free_port().expect("free port");
+            cluster.nodes.insert(port, None);
+            cluster.spawn(port);
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for port in cluster.nodes.keys() {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let output = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            output.status.success(),
+            "creating the cluster failed:\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+        cluster.wait_until_healthy();
+        let _ = writeln!(
+            std::io::stderr(),
+            "test server: redis cluster ({masters} masters, {replicas} replicas each) via local binaries at {}",
+            cluster.url()
+        );
+        Some(cluster)
+    }
+
+    fn spawn(&mut self, port: u16) {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            .arg("--cluster-config-file")
+            .arg(self.dir.join(format!("nodes-{port}.conf")))
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a cluster node");
+        self.nodes.insert(port, Some(child));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "cluster node {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `redis+cluster://` with every node as a seed.
+    pub fn url(&self) -> String {
+        let seeds: Vec<String> = self
+            .nodes
+            .keys()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        format!("redis+cluster://{}", seeds.join(","))
+    }
+
+    /// The ports of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<u16> {
+        let nodes = self.cli_any(&["cluster", "nodes"]);
+        nodes
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .filter_map(|line| {
+                let addr = line.split_whitespace().nth(1)?;
+                addr.split(['@', ':']).nth(1)?.parse().ok()
+            })
+            .collect()
+    }
+
+    /// The port of the master that holds `key` now (a master that does not serve the key's
+    /// slot answers `MOVED`).
+    pub fn master_of(&self, key: &str) -> u16 {
+        self.masters()
+            .into_iter()
+            .find(|port| cli(*port, &["exists", key]).trim() == "1")
+            .unwrap_or_else(|| panic!("no master holds {key}"))
+    }
+
+    /// Starts the node on `port` again, with its cluster configuration: a master that was
+    /// replaced comes back as a replica of its successor.
+    pub fn restart(&mut self, port: u16) {
+        self.kill(port);
+        self.spawn(port);
+    }
+
+    /// Kills the node on `port` (SIGKILL, like a crash).
+    pub fn kill(&mut self, port: u16) {
+        if let Some(Some(mut child)) = self.nodes.insert(port, None) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits until the cluster has seen the node on `killed` fail and promoted a replica in
+    /// its place: `masters` healthy masters serving every slot again.
+    pub fn wait_for_failover(&self, killed: u16, masters: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let nodes = self.cli_any(&["cluster", "nodes"]);
+            let failed = nodes
+                .lines()
+                .any(|line| line.contains(&format!(":{killed}@")) && line.contains("fail"));
+            if failed && self.masters().len() == masters {
+                self.wait_until_healthy();
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica replaced the master on {killed}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every live node reports `cluster_state:ok` and all slots are served.
+    pub fn wait_until_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let healthy = self.live_ports().iter().all(|port| {
+                let info = cli(*port, &["cluster", "info"]);
+                info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+            });
+            if healthy {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become healthy"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|(_, child)| child.is_some())
+            .map(|(port, _)| *port)
+            .collect()
+    }
+
+    fn cli_any(&self, args: &[&str]) -> String {
+        let port = *self.live_ports().first().expect("a live node");
+        cli(port, args)
+    }
+}
+
+/// `redis-cli -p PORT ARGS...`, its output.
+pub fn cli(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for child in self.nodes.values_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

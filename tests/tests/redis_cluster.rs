@@ -1,0 +1,141 @@
+//! pylock on a real Redis Cluster (`redis+cluster://`): the conformance suite, locks spread
+//! over every master, replica acknowledgement with `wait_replicas`, and a master killed and
+//! replaced by its replica.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pylock::redis::RedisBackend;
+use pylock::{Error, LockBackend, Locks};
+use pylock_core::conformance;
+use pylock_tests::TestCluster;
+use pylock_tests::cluster::cli;
+
+fn locks(url: &str) -> Locks {
+    Locks::new(Arc::new(RedisBackend::from_url(url).expect("backend")))
+}
+
+async fn cluster(masters: usize, replicas: usize) -> Option<TestCluster> {
+    tokio::task::spawn_blocking(move || TestCluster::start(masters, replicas))
+        .await
+        .expect("cluster fixture")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_cluster() {
+    let Some(cluster) = cluster(3, 0).await else {
+        return;
+    };
+    let backend: Arc<dyn LockBackend> =
+        Arc::new(RedisBackend::from_url(&cluster.url()).expect("backend"));
+    let report = conformance::run_all(backend).await;
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(report.passed.len(), conformance::CHECKS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locks_spread_over_every_master_with_their_counters_beside_them() {
+    let Some(cluster) = cluster(3, 0).await else {
+        return;
+    };
+    let locks = locks(&cluster.url());
+    let mut masters = BTreeSet::new();
+    for i in 0..30 {
+        let guard = locks
+            .lock(format!("spread-{i}"))
+            .acquire()
+            .await
+            .expect("acquire");
+        let master = cluster.master_of(guard.server_key());
+        // The fencing counter lives on the same master (same hash slot).
+        let counter = pylock::redis::keys::fence_key(guard.server_key());
+        assert_eq!(cli(master, &["exists", &counter]).trim(), "1", "{counter}");
+        masters.insert(master);
+        guard.release().await.expect("release");
+    }
+    assert_eq!(masters.len(), 3, "locks on {masters:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_refuses_an_unreplicated_lock_and_leaves_nothing_behind() {
+    let Some(cluster) = cluster(3, 0).await else {
+        return;
+    };
+    let url = format!("{}?wait_replicas=1&wait_timeout=100ms", cluster.url());
+    let lock = locks(&url).lock("unreplicated").timeout(Duration::ZERO);
+    match lock.acquire().await {
+        Err(error @ Error::Unavailable { .. }) => {
+            assert!(
+                error.to_string().contains("replicas acknowledged"),
+                "{error}"
+            );
+        }
+        other => panic!("a lock no replica has must not be granted: {other:?}"),
+    }
+    let plain = locks(&cluster.url()).lock("unreplicated");
+    assert_eq!(
+        plain.inspect().await.expect("inspect"),
+        None,
+        "a lock was left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_replaced_and_acknowledged_locks_survive() {
+    let Some(mut cluster) = cluster(3, 1).await else {
+        return;
+    };
+    let url = format!(
+        "{}?wait_replicas=1&wait_timeout=500ms&connect_timeout=300ms&response_timeout=500ms",
+        cluster.url()
+    );
+    let locks = locks(&url);
+    let held = locks
+        .lock("failover")
+        .expires(Duration::from_secs(60))
+        .acquire()
+        .await
+        .expect("acquire, acknowledged by a replica");
+    let fence = held.fence().expect("fence");
+    let master = cluster.master_of(held.server_key());
+    let masters = cluster.masters().len();
+
+    cluster.kill(master);
+    let started = Instant::now();
+    let cluster = tokio::task::spawn_blocking(move || {
+        cluster.wait_for_failover(master, masters);
+        // The old master comes back as a replica of its successor: every shard has a
+        // replica again, so `wait_replicas=1` can be met.
+        cluster.restart(master);
+        cluster.wait_until_healthy();
+        cluster
+    })
+    .await
+    .expect("wait for the failover");
+    let healed_after = started.elapsed();
+
+    // Once healed, acquires work again on every key, without a new client.
+    for i in 0..10 {
+        locks
+            .lock(format!("after-failover-{i}"))
+            .timeout(Duration::from_secs(20))
+            .acquire()
+            .await
+            .expect("acquire after the failover")
+            .release()
+            .await
+            .expect("release after the failover");
+    }
+    // The acknowledged lock survived on the promoted replica: nobody else gets it, its
+    // fence still stands, and its holder can still release it.
+    let other = locks.lock("failover").try_acquire().await.expect("try");
+    assert!(other.is_none(), "the failover lost an acknowledged lock");
+    let seen = locks.lock("failover").inspect().await.expect("inspect");
+    assert_eq!(seen.and_then(|h| h.fence), Some(fence));
+    held.release()
+        .await
+        .expect("the holder releases after the failover");
+    eprintln!("the cluster healed {healed_after:?} after the master was killed");
+    drop(cluster);
+}

@@ -1,0 +1,168 @@
+//! Redlock (`redlock://`) on real, independent Redis servers: the conformance suite on 3 and
+//! 5 nodes, a minority down, a majority down, and the node-restart rule.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pylock::redis::RedlockBackend;
+use pylock::{Error, LockBackend, Locks};
+use pylock_core::conformance;
+use pylock_tests::{Kind, Needs, TestServer};
+
+/// `count` servers of the test's own (they get stopped and restarted).
+async fn nodes(count: usize) -> Option<Vec<TestServer>> {
+    let mut nodes = Vec::new();
+    for _ in 0..count {
+        nodes.push(TestServer::start(Kind::Redis, Needs::control()).await?);
+    }
+    Some(nodes)
+}
+
+fn url(nodes: &[TestServer], options: &str) -> String {
+    let hosts: Vec<String> = nodes
+        .iter()
+        .map(|node| format!("127.0.0.1:{}", node.port()))
+        .collect();
+    format!("redlock://{}{options}", hosts.join(","))
+}
+
+fn locks(url: &str) -> Locks {
+    Locks::new(Arc::new(RedlockBackend::from_url(url).expect("backend")))
+}
+
+/// Whether `key` exists on the server of `node`.
+async fn exists_on(node: &TestServer, key: &str) -> bool {
+    let mut connection = redis::Client::open(node.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .expect("EXISTS");
+    exists
+}
+
+async fn suite(count: usize) {
+    let Some(nodes) = nodes(count).await else {
+        return;
+    };
+    let backend: Arc<dyn LockBackend> =
+        Arc::new(RedlockBackend::from_url(&url(&nodes, "")).expect("backend"));
+    let caps = backend.capabilities();
+    assert!(!caps.fencing, "Redlock must not claim fencing tokens");
+    let report = conformance::run_all(backend).await;
+    let skipped: Vec<&str> = report.skipped.iter().map(|(name, _)| *name).collect();
+    assert_eq!(skipped, vec!["fencing_tokens_increase"]);
+    assert_eq!(report.passed.len(), conformance::CHECKS.len() - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_three_nodes() {
+    suite(3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_five_nodes() {
+    suite(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_down_still_locks() {
+    for (count, down) in [(3, 1), (5, 2)] {
+        let Some(mut nodes) = nodes(count).await else {
+            return;
+        };
+        let locks = locks(&url(&nodes, "?connect_timeout=200ms"));
+        for node in nodes.iter_mut().take(down) {
+            node.stop().await;
+        }
+        let lock = locks.lock("minority").timeout(Duration::from_secs(5));
+        let guard = lock.acquire().await.expect("a majority is up");
+        assert!(
+            lock.try_acquire().await.expect("try").is_none(),
+            "{count} nodes, {down} down: excluded"
+        );
+        guard.release().await.expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_majority_down_fails_in_time_and_leaves_no_partial_lock() {
+    let Some(mut nodes) = nodes(3).await else {
+        return;
+    };
+    let locks = locks(&url(&nodes, "?connect_timeout=200ms&node_timeout=100ms"));
+    let lock = locks.lock("majority");
+    let server_key = format!("{}majority", locks.settings().key_prefix);
+    for node in nodes.iter_mut().take(2) {
+        node.stop().await;
+    }
+    let timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let result = lock.clone().timeout(timeout).acquire().await;
+    let took = started.elapsed();
+    match &result {
+        Err(error @ Error::Unavailable { .. }) => {
+            assert!(error.to_string().contains("of 3 nodes answered"), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(took < timeout + Duration::from_secs(2), "took {took:?}");
+    // The one live node got the key on every attempt, and had it given back each time.
+    assert!(
+        !exists_on(&nodes[2], &server_key).await,
+        "a partial lock was left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_empty_after_the_longest_ttl_lets_no_second_holder_in() {
+    let Some(mut nodes) = nodes(3).await else {
+        return;
+    };
+    let options = "?connect_timeout=200ms&node_timeout=100ms";
+    let first = locks(&url(&nodes, options));
+    let second = locks(&url(&nodes, options));
+    let ttl = Duration::from_secs(2);
+
+    // Node C is down: the first holder gets a bare majority, A and B.
+    nodes[2].stop().await;
+    let holder = first
+        .lock("restart")
+        .expires(ttl)
+        .acquire()
+        .await
+        .expect("A and B");
+    // Node A crashes and loses its copy of the lock.
+    nodes[0].stop().await;
+    nodes[2].start_again().await;
+
+    // The restart rule: A stays down for longer than the longest TTL. Until then B and C are
+    // the only live nodes and B is the holder's, so nobody else can gather a majority.
+    let rejoin = Instant::now() + ttl + Duration::from_millis(500);
+    while Instant::now() < rejoin {
+        let attempt = second.lock("restart").try_acquire().await.expect("try");
+        assert!(
+            attempt.is_none() || holder.is_lost(),
+            "a second holder got in while the first was valid"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        holder.is_lost(),
+        "the first holder's validity is over by now"
+    );
+    nodes[0].start_again().await;
+    // Now a second holder is legitimate: the first one's lock has expired everywhere.
+    let next = second
+        .lock("restart")
+        .timeout(Duration::from_secs(5))
+        .acquire()
+        .await
+        .expect("after the first lock expired");
+    next.release().await.expect("release");
+    holder.abandon();
+}
