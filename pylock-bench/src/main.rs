@@ -37,9 +37,10 @@ use crate::stats::Samples;
 #[derive(Parser, Debug)]
 #[command(about = "Latency, throughput and hand-off of a pylock backend")]
 struct Args {
-    /// Backend URL (loopback servers only).
+    /// Backend URL (loopback servers only). Give it several times to compare backends in one
+    /// run; each later backend's uncontended p50 is then also shown relative to the first.
     #[arg(long, default_value = "memory://")]
-    url: String,
+    url: Vec<String>,
     /// One JSON object per line instead of a table.
     #[arg(long)]
     json: bool,
@@ -125,23 +126,37 @@ fn main() {
     .enable_all()
     .build()
     .expect("runtime");
-    runtime.block_on(run(args));
+    runtime.block_on(async {
+        let mut first: Option<(String, f64)> = None;
+        for url in &args.url {
+            let p50 = run(&args, url).await;
+            match (&first, p50) {
+                (None, Some(p50)) => first = Some((url.clone(), p50)),
+                (Some((first_url, first_p50)), Some(p50)) if !args.json => println!(
+                    "uncontended p50 = {:.2} x that of {}\n",
+                    p50 / first_p50,
+                    pylock::url::redact_url(first_url)
+                ),
+                _ => {}
+            }
+        }
+    });
 }
 
-async fn run(args: Args) {
+/// Runs the scenarios on `url` and prints them; returns the uncontended p50 if measured.
+async fn run(args: &Args, url: &str) -> Option<f64> {
     let budget = Budget {
         operations: args.ops,
         time: Duration::from_secs_f64(args.seconds),
     };
     // A memcache backend is built here so that the baseline pings go through its very
     // connection; any other backend comes from the registry.
-    let memcache = args
-        .url
+    let memcache = url
         .starts_with("memcache://")
-        .then(|| Arc::new(MemcacheBackend::from_url(&args.url).unwrap_or_else(|e| panic!("{e}"))));
+        .then(|| Arc::new(MemcacheBackend::from_url(url).unwrap_or_else(|e| panic!("{e}"))));
     let locks = match &memcache {
         Some(backend) => Locks::new(Arc::clone(backend) as Arc<dyn LockBackend>),
-        None => pylock::connect(&args.url).unwrap_or_else(|e| panic!("{e}")),
+        None => pylock::connect(url).unwrap_or_else(|e| panic!("{e}")),
     }
     .key_prefix(format!("pylock-bench:{}:", std::process::id()));
     let backend = locks.backend().name();
@@ -154,8 +169,8 @@ async fn run(args: Args) {
         time: budget.time,
     };
     scenarios::uncontended(&locks, warm_up, None).await;
-    let mut baseline = baseline::measure(&args.url, memcache.clone(), args.tasks, budget).await;
-    let mut pinger = Pinger::connect(&args.url, memcache).await;
+    let mut baseline = baseline::measure(url, memcache.clone(), args.tasks, budget).await;
+    let mut pinger = Pinger::connect(url, memcache).await;
 
     let mut rows = Vec::new();
     let mut uncontended = Row {
@@ -206,11 +221,14 @@ async fn run(args: Args) {
 
     if args.json {
         for row in &rows {
-            println!("{}", json(backend, row, &baseline, &args));
+            println!("{}", json(backend, url, row, &baseline, args));
         }
     } else {
-        table(&args, backend, &rows, &baseline);
+        table(args, url, backend, &rows, &baseline);
     }
+    rows.iter()
+        .find(|row| row.scenario == "uncontended")
+        .map(|row| row.field(|r| r.p50_us).0)
 }
 
 fn number(value: Option<f64>) -> String {
@@ -220,13 +238,14 @@ fn number(value: Option<f64>) -> String {
     }
 }
 
-fn json(backend: &str, row: &Row, baseline: &Baseline, args: &Args) -> String {
+fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -> String {
     let (p50, ..) = row.field(|r| r.p50_us);
     let (p99, ..) = row.field(|r| r.p99_us);
     let (ops, ..) = row.field(|r| r.ops_per_s);
     let samples: usize = row.runs.iter().map(|r| r.samples).sum();
     format!(
-        "{{\"backend\":\"{backend}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{}}}",
+        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{}}}",
+        pylock::url::redact_url(url),
         row.scenario,
         row.runs.len(),
         args.threads,
@@ -240,10 +259,10 @@ fn json(backend: &str, row: &Row, baseline: &Baseline, args: &Args) -> String {
     )
 }
 
-fn table(args: &Args, backend: &str, rows: &[Row], baseline: &Baseline) {
+fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baseline) {
     println!(
         "pylock-bench: backend {backend}, {}, {} runtime thread(s), {} runs of at most {} ops / {} s per scenario (median run shown, [min..max] of runs)",
-        pylock::url::redact_url(&args.url),
+        pylock::url::redact_url(url),
         args.threads,
         args.repeat.max(1),
         args.ops,

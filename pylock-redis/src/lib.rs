@@ -7,10 +7,13 @@
 //! | `redis://[user[:password]@]host[:port][/db]` | with ACL user or `requirepass` password |
 //! | `rediss://...` | the same over TLS (feature `tls`) |
 //! | `redis+unix:///path/to/redis.sock?db=N` | a Unix socket |
+//! | `redis+cluster://seed1:7000,seed2:7001` | a Redis Cluster (see below) |
+//! | `redlock://h1:6379,h2:6380,h3:6381` | Redlock on independent masters ([`redlock`]) |
 //!
 //! Options (`?name=value&...`): `db`, `connect_timeout` and `response_timeout` (default `1s`
 //! each: while the server is down a call fails within their sum), `fencing` (default
-//! `true`). Unknown options are errors. See [`RedisConfig`].
+//! `true`), `wait_replicas` and `wait_timeout`. Unknown options are errors. See
+//! [`RedisConfig`] and [`RedlockConfig`].
 //!
 //! How each operation works (all atomic on the server, see [`RedisBackend`]):
 //!
@@ -37,6 +40,26 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Redis Cluster
+//!
+//! `redis+cluster://` goes through the `redis` crate's cluster connection, which learns the
+//! slots from the seed nodes, follows `MOVED`/`ASK` redirections and reconnects after a
+//! failover by itself. A lock's key and its fencing counter share one hash slot (see
+//! [`keys`]), so each script runs on one master. Release notices are published on the
+//! cluster bus and heard on whichever seed node the subscriber reached.
+//!
+//! What a failover can lose: Redis replicates asynchronously. A lock written on a master
+//! that dies before a replica has it is gone after the replica is promoted, and a second
+//! client can then get the same lock while the first still believes it holds it. With
+//! `?wait_replicas=1` every acquire and extend waits (`WAIT`, up to `wait_timeout`) until a
+//! replica acknowledged it, and an acquire that no replica acknowledged is given back and
+//! reported as `Error::Unavailable`; an acknowledged lock survives the failover of its master
+//! (tested). `WAIT` still does not make Redis strongly consistent: a failover that promotes
+//! a replica which had not yet received the write (a second failure, or a manual failover
+//! choosing a lagging replica) can lose it, and the fencing counter can go back with it. For
+//! locks that must survive any single failure, use Redlock over independent masters, or give
+//! the protected resource fencing.
 //!
 //! Fencing tokens: each lock name has a counter key (`{<key>}:pylock-fence`, no TTL) that
 //! the acquire script increments. It is never deleted by pylock, so tokens keep increasing
