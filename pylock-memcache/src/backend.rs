@@ -142,6 +142,13 @@ impl MemcacheBackend {
     }
 }
 
+/// The longest an item with `ttl` whole seconds left (memcached's `t` flag; -1 for none) may
+/// still live: one more second, for memcached's clock tick.
+fn remaining(ttl: Option<i64>) -> Option<Duration> {
+    ttl.and_then(|t| u64::try_from(t).ok())
+        .map(|t| Duration::from_secs(t + 1))
+}
+
 fn is_timeout(error: &pylock_core::Error) -> bool {
     std::error::Error::source(error)
         .and_then(|s| s.downcast_ref::<std::io::Error>())
@@ -178,10 +185,7 @@ impl LockBackend for MemcacheBackend {
                 }
             }
             [Response::NotStored, Response::Value { ttl, .. }] => Ok(Attempt::Held {
-                // Whole seconds left on memcached's clock: the item may live up to one more.
-                remaining: ttl
-                    .and_then(|t| u64::try_from(t).ok())
-                    .map(|t| Duration::from_secs(t + 1)),
+                remaining: remaining(*ttl),
             }),
             // Released between the add and the get: try again soon.
             [Response::NotStored, Response::Miss] => Ok(Attempt::Held {
@@ -216,11 +220,7 @@ impl LockBackend for MemcacheBackend {
         let key = encode(key);
         let responses = self.call(&key, protocol::get_with_ttl(&key), 1).await?;
         match responses.as_slice() {
-            [Response::Value { ttl, .. }] => Ok(Some(Holder::new(
-                ttl.and_then(|t| u64::try_from(t).ok())
-                    .map(|t| Duration::from_secs(t + 1)),
-                None,
-            ))),
+            [Response::Value { ttl, .. }] => Ok(Some(Holder::new(remaining(*ttl), None))),
             [Response::Miss] => Ok(None),
             other => Err(unexpected(self, &key, other)),
         }

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod outage;
 pub mod server;
 pub mod traces;
 

@@ -3,11 +3,12 @@
 //! a dead server, and a pool of servers.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pylock::memcache::{MemcacheBackend, keys};
 use pylock::{Error, LockBackend, Locks};
 use pylock_core::conformance;
+use pylock_tests::outage::assert_outage_reported_and_survived;
 use pylock_tests::{Kind, Needs, Provider, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -180,38 +181,13 @@ async fn a_dead_server_is_a_clear_error_within_the_timeout() {
         server.url()
     );
     let locks = locks(&url);
-    let lock = locks.lock("dead");
-    lock.acquire()
-        .await
-        .expect("warm up")
-        .release()
-        .await
-        .expect("release");
-    server.stop().await;
-    for timeout in [Duration::ZERO, Duration::from_secs(2)] {
-        let started = Instant::now();
-        let result = lock.clone().timeout(timeout).acquire().await;
-        let took = started.elapsed();
-        match &result {
-            Err(error @ Error::Unavailable { .. }) => {
-                assert!(error.to_string().contains("memcache"), "{error}");
-            }
-            other => panic!("timeout {timeout:?}: {other:?}"),
-        }
-        assert!(
-            took < timeout + Duration::from_secs(3),
-            "timeout {timeout:?} returned after {took:?}"
-        );
-    }
-    server.start_again().await;
-    lock.clone()
-        .timeout(Duration::from_secs(10))
-        .acquire()
-        .await
-        .expect("works again once the server is back")
-        .release()
-        .await
-        .expect("release");
+    assert_outage_reported_and_survived(
+        &mut server,
+        &locks.lock("dead"),
+        "memcache",
+        Duration::from_millis(500),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

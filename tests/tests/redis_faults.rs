@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use pylock::redis::RedisBackend;
 use pylock::{Backoff, Error, LockBackend, Locks, Settings};
+use pylock_tests::outage::assert_outage_reported_and_survived;
 use pylock_tests::{Kind, Needs, TestServer};
 use redis::AsyncCommands;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -99,44 +100,18 @@ async fn a_dead_server_fails_acquire_in_time_and_recovery_needs_no_new_backend()
     let Some(mut server) = TestServer::start(Kind::Redis, Needs::control()).await else {
         return;
     };
-    let connect_timeout = Duration::from_millis(500);
     let url = format!(
         "{}?connect_timeout=500ms&response_timeout=500ms",
         server.url()
     );
     let locks = locks(&url);
-    let lock = locks.lock("dead");
-    lock.acquire()
-        .await
-        .expect("warm up")
-        .release()
-        .await
-        .expect("release");
-
-    server.stop().await;
-    for timeout in [Duration::ZERO, Duration::from_secs(2)] {
-        let started = Instant::now();
-        let result = lock.clone().timeout(timeout).acquire().await;
-        let took = started.elapsed();
-        assert!(
-            matches!(result, Err(Error::Unavailable { .. })),
-            "timeout {timeout:?}: {result:?}"
-        );
-        // About the timeout plus one connect attempt; generous slack for a busy machine.
-        assert!(
-            took < timeout + connect_timeout * 2 + Duration::from_secs(2),
-            "timeout {timeout:?} returned after {took:?}"
-        );
-    }
-
-    server.start_again().await;
-    let guard = lock
-        .clone()
-        .timeout(Duration::from_secs(10))
-        .acquire()
-        .await
-        .expect("the same backend works once the server is back");
-    guard.release().await.expect("release");
+    assert_outage_reported_and_survived(
+        &mut server,
+        &locks.lock("dead"),
+        "redis",
+        Duration::from_millis(500),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
