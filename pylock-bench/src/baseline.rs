@@ -11,7 +11,7 @@ use pylock::redis::scripts::{ACQUIRE, RELEASE};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
-use crate::scenarios::Budget;
+use crate::scenarios::{self, Budget};
 use crate::stats::Samples;
 
 /// Round trips of the server named by `url`, if the scheme has a baseline.
@@ -162,65 +162,45 @@ async fn raw_cycles(
     budget: Budget,
     scripts: bool,
 ) -> Samples {
-    let started = Instant::now();
-    let per_task = budget.operations / tasks as u64;
-    let handles: Vec<_> = (0..tasks)
-        .map(|task| {
-            let mut connection = manager.clone();
-            tokio::spawn(async move {
-                let mut samples = Samples::default();
-                for i in 0..per_task {
-                    let key = format!("raw:{task}:{}", i % 16);
-                    if scripts {
-                        let _: (i64, i64) = ACQUIRE
-                            .key(&key)
-                            .key(keys::fence_key(&key))
-                            .arg("token")
-                            .arg(10_000)
-                            .arg("1")
-                            .invoke_async(&mut connection)
-                            .await
-                            .expect("acquire script");
-                        let _: i64 = RELEASE
-                            .key(&key)
-                            .arg("token")
-                            .arg(keys::notice_channel(&key))
-                            .invoke_async(&mut connection)
-                            .await
-                            .expect("release script");
-                        samples.operations += 1;
-                        if started.elapsed() > budget.time {
-                            break;
-                        }
-                        continue;
-                    }
-                    let _: Option<String> = redis::cmd("SET")
-                        .arg(&key)
-                        .arg("token")
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(10_000)
-                        .query_async(&mut connection)
-                        .await
-                        .expect("SET");
-                    let _: i64 = redis::cmd("DEL")
-                        .arg(&key)
-                        .query_async(&mut connection)
-                        .await
-                        .expect("DEL");
-                    samples.operations += 1;
-                    if started.elapsed() > budget.time {
-                        break;
-                    }
-                }
-                samples
-            })
-        })
-        .collect();
-    let mut all = Samples::default();
-    for handle in handles {
-        all.extend(handle.await.expect("task"));
-    }
-    all.elapsed = started.elapsed();
-    all
+    let manager = manager.clone();
+    scenarios::in_tasks(tasks, budget, move |task, i| {
+        let mut connection = manager.clone();
+        let key = format!("raw:{task}:{}", i % 16);
+        async move {
+            if scripts {
+                let _: (i64, i64) = ACQUIRE
+                    .key(&key)
+                    .key(keys::fence_key(&key))
+                    .arg("token")
+                    .arg(10_000)
+                    .arg("1")
+                    .invoke_async(&mut connection)
+                    .await
+                    .expect("acquire script");
+                let _: i64 = RELEASE
+                    .key(&key)
+                    .arg("token")
+                    .arg(keys::notice_channel(&key))
+                    .invoke_async(&mut connection)
+                    .await
+                    .expect("release script");
+            } else {
+                let _: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg("token")
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(10_000)
+                    .query_async(&mut connection)
+                    .await
+                    .expect("SET");
+                let _: i64 = redis::cmd("DEL")
+                    .arg(&key)
+                    .query_async(&mut connection)
+                    .await
+                    .expect("DEL");
+            }
+        }
+    })
+    .await
 }

@@ -48,21 +48,24 @@ pub(crate) async fn uncontended(
     (samples, pings)
 }
 
-/// `tasks` tasks on distinct keys of one backend, acquiring and releasing as fast as they can.
-pub(crate) async fn throughput(locks: &Locks, tasks: usize, budget: Budget) -> Samples {
+/// Runs `cycle(task, i)` over and over in `tasks` concurrent tasks, within `budget`, timing
+/// each cycle.
+pub(crate) async fn in_tasks<F, Fut>(tasks: usize, budget: Budget, cycle: F) -> Samples
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let started = Instant::now();
     let per_task = budget.operations / tasks as u64;
     let handles: Vec<_> = (0..tasks)
         .map(|task| {
-            let locks = locks.clone();
+            let cycle = cycle.clone();
             tokio::spawn(async move {
                 let mut samples = Samples::default();
                 for i in 0..per_task {
-                    let lock = locks.lock(format!("throughput:{task}:{}", i % 16));
-                    let cycle = Instant::now();
-                    let guard = lock.acquire().await.expect("acquire");
-                    guard.release().await.expect("release");
-                    samples.push(cycle.elapsed());
+                    let begun = Instant::now();
+                    cycle(task, i).await;
+                    samples.push(begun.elapsed());
                     samples.operations += 1;
                     if started.elapsed() > budget.time {
                         break;
@@ -78,6 +81,19 @@ pub(crate) async fn throughput(locks: &Locks, tasks: usize, budget: Budget) -> S
     }
     all.elapsed = started.elapsed();
     all
+}
+
+/// `tasks` tasks on distinct keys of one backend, acquiring and releasing as fast as they can.
+pub(crate) async fn throughput(locks: &Locks, tasks: usize, budget: Budget) -> Samples {
+    let locks = locks.clone();
+    in_tasks(tasks, budget, move |task, i| {
+        let lock = locks.lock(format!("throughput:{task}:{}", i % 16));
+        async move {
+            let guard = lock.acquire().await.expect("acquire");
+            guard.release().await.expect("release");
+        }
+    })
+    .await
 }
 
 /// `waiters` tasks on one key. Each sample is the time from the moment a holder starts its
