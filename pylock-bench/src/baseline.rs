@@ -168,16 +168,16 @@ async fn raw_cycles(
         let key = format!("raw:{task}:{}", i % 16);
         async move {
             if scripts {
-                let _: (i64, i64) = ACQUIRE
+                let _: Vec<i64> = ACQUIRE
+                    .arg("1")
                     .key(&key)
                     .key(keys::fence_key(&key))
                     .arg("token")
                     .arg(10_000)
-                    .arg("1")
                     .invoke_async(&mut connection)
                     .await
                     .expect("acquire script");
-                let _: i64 = RELEASE
+                let _: Vec<i64> = RELEASE
                     .key(&key)
                     .arg("token")
                     .arg(keys::notice_channel(&key))

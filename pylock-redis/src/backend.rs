@@ -6,17 +6,21 @@ use std::time::Duration;
 use pylock_core::{
     Attempt, Capabilities, Holder, LockBackend, ReleaseNotice, Result, Token, async_trait,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
-use redis::{FromRedisValue, ScriptInvocation};
-use tokio::sync::OnceCell;
+use redis::{ScriptInvocation, Value};
 
-use crate::config::{RedisConfig, Servers};
-use crate::connection::Connection;
-use crate::errors::{from_redis, timed_out};
+use crate::calls::{CallError, Calls};
+use crate::coalesce::{Coalescer, Item};
+use crate::config::RedisConfig;
+use crate::errors::timed_out;
 use crate::keys::{fence_key, notice_channel};
 use crate::notices::Notices;
 use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, RELEASE};
+
+/// Acquires (and releases) of one backend that may be in flight before further ones are
+/// coalesced into batch script calls (see [`crate::coalesce`]). A few independent calls keep
+/// client and server working at the same time; many would each pay the script's full cost.
+/// Chosen by measurement, see `docs/BENCHMARKS.md`.
+const IN_FLIGHT_BEFORE_BATCHING: usize = 8;
 
 /// Locks on one Redis server (or one primary), through one multiplexed, auto-reconnecting
 /// connection shared by every lock of the backend.
@@ -27,6 +31,9 @@ use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, RELEASE};
 ///   a pub/sub channel so waiters wake in about one round trip.
 /// - Fencing tokens come from a per-lock counter key in the lock's cluster slot (opt out with
 ///   `?fencing=false`, which also saves that key).
+/// - Under load, concurrent acquires (and releases) of different locks are sent as one
+///   script call: the server's time per script, not the commands in it, is what limits a
+///   busy client. An uncontended call is never held back.
 /// - While the server is unreachable, calls fail with `Error::Unavailable` within the connect
 ///   plus response timeout; the connection comes back by itself once the server does.
 ///
@@ -35,20 +42,45 @@ use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, RELEASE};
 #[derive(Debug)]
 pub struct RedisBackend {
     config: RedisConfig,
-    connector: Connector,
-    connection: OnceCell<Connection>,
+    calls: Arc<Calls>,
+    acquires: Arc<Coalescer<AcquireItem>>,
+    releases: Arc<Coalescer<ReleaseItem>>,
     notices: Arc<Notices>,
 }
 
-/// What makes the connection: a client for one server, or for a cluster.
-#[derive(Debug)]
-#[allow(
-    clippy::large_enum_variant,
-    reason = "one per backend, never moved around"
-)]
-enum Connector {
-    Single(redis::Client),
-    Cluster(ClusterClient),
+/// One lock's part of an [`ACQUIRE`] call.
+struct AcquireItem {
+    lock: String,
+    fence: String,
+    token: String,
+    ttl_ms: u64,
+}
+
+impl Item for AcquireItem {
+    const REPLY_LEN: usize = 2;
+
+    fn add_to(&self, call: &mut ScriptInvocation<'static>) {
+        call.key(&self.lock)
+            .key(&self.fence)
+            .arg(&self.token)
+            .arg(self.ttl_ms);
+    }
+}
+
+/// One lock's part of a [`RELEASE`] call.
+struct ReleaseItem {
+    lock: String,
+    token: String,
+}
+
+impl Item for ReleaseItem {
+    const REPLY_LEN: usize = 1;
+
+    fn add_to(&self, call: &mut ScriptInvocation<'static>) {
+        call.key(&self.lock)
+            .arg(&self.token)
+            .arg(notice_channel(&self.lock));
+    }
 }
 
 impl RedisBackend {
@@ -68,10 +100,18 @@ impl RedisBackend {
     ///
     /// [`pylock_core::Error::InvalidUrl`] if the `redis` crate refuses the settings.
     pub fn new(config: RedisConfig) -> Result<Self> {
-        let invalid = |e: redis::RedisError| pylock_core::Error::InvalidUrl {
-            url: config.redacted_url().to_owned(),
-            reason: e.to_string(),
-        };
+        // A cluster script call must keep to one slot, and a batch would mix them.
+        let batching = !config.is_cluster();
+        Self::build(config, batching)
+    }
+
+    /// A backend for one Redlock node: no batching, so that every call goes out on the
+    /// connection in the order it was made (see [`crate::redlock`]).
+    pub(crate) fn redlock_node(config: RedisConfig) -> Result<Self> {
+        Self::build(config, false)
+    }
+
+    fn build(config: RedisConfig, batching: bool) -> Result<Self> {
         // One client per server (per seed node of a cluster) for the release notices: a
         // cluster delivers PUBLISH on every node, so any one reachable node will do.
         let notice_clients = config
@@ -79,62 +119,29 @@ impl RedisBackend {
             .iter()
             .map(|info| redis::Client::open(info.clone()))
             .collect::<redis::RedisResult<Vec<_>>>()
-            .map_err(invalid)?;
-        let connector = match &config.servers {
-            Servers::Single(_) => Connector::Single(notice_clients[0].clone()),
-            Servers::Cluster(seeds) => Connector::Cluster(
-                ClusterClientBuilder::new(seeds.clone())
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .build()
-                    .map_err(invalid)?,
-            ),
+            .map_err(|e| pylock_core::Error::InvalidUrl {
+                url: config.redacted_url().to_owned(),
+                reason: e.to_string(),
+            })?;
+        let calls = Arc::new(Calls::new(&config)?);
+        let limit = if batching {
+            IN_FLIGHT_BEFORE_BATCHING
+        } else {
+            usize::MAX
         };
-        let notices = Notices::new(notice_clients, &config);
+        let fencing = if config.fencing { "1" } else { "0" };
         Ok(RedisBackend {
+            acquires: Coalescer::new(Arc::clone(&calls), &ACQUIRE, vec![fencing.into()], limit),
+            releases: Coalescer::new(Arc::clone(&calls), &RELEASE, Vec::new(), limit),
+            notices: Notices::new(notice_clients, &config),
+            calls,
             config,
-            connector,
-            connection: OnceCell::new(),
-            notices,
         })
     }
 
     /// The backend's settings.
     pub fn config(&self) -> &RedisConfig {
         &self.config
-    }
-
-    /// The shared connection, made on first use.
-    async fn connection(&self) -> Result<Connection> {
-        let server = self.config.redacted_url();
-        self.connection
-            .get_or_try_init(|| async {
-                match &self.connector {
-                    Connector::Single(client) => {
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(self.config.connect_timeout))
-                            .set_response_timeout(Some(self.config.response_timeout))
-                            // One connect attempt per call: a call must fail within its
-                            // timeouts while the server is down, and the next call tries again.
-                            .set_number_of_retries(0);
-                        ConnectionManager::new_lazy_with_config(client.clone(), config)
-                            .map(Connection::Single)
-                            .map_err(|e| from_redis(e, "setting up the connection", server))
-                    }
-                    Connector::Cluster(client) => {
-                        // The cluster client finds the slots from the seeds, follows MOVED/ASK
-                        // and reconnects to nodes by itself; only its first contact can fail.
-                        let limit = self.config.call_timeout();
-                        match tokio::time::timeout(limit, client.get_async_connection()).await {
-                            Ok(Ok(connection)) => Ok(Connection::Cluster(connection)),
-                            Ok(Err(e)) => Err(from_redis(e, "connecting to the cluster", server)),
-                            Err(_) => Err(timed_out("connecting to the cluster", server, limit)),
-                        }
-                    }
-                }
-            })
-            .await
-            .cloned()
     }
 
     /// With `wait_replicas`, waits until enough replicas have the write just made to `key`.
@@ -146,10 +153,15 @@ impl RedisBackend {
         let Some(wait) = self.config.wait else {
             return Ok(());
         };
-        let server = self.config.redacted_url();
-        let mut connection = self.connection().await?;
+        let server = self.calls.server();
+        let context = "waiting for replicas";
+        let mut connection = self
+            .calls
+            .connection()
+            .await
+            .map_err(|e| e.into_error(context, server))?;
         let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
-        let limit = wait.timeout + self.config.call_timeout();
+        let limit = wait.timeout + self.calls.limit();
         let acknowledged = match tokio::time::timeout(
             limit,
             connection.wait_for_replicas(key, wait.replicas, timeout_ms),
@@ -157,8 +169,8 @@ impl RedisBackend {
         .await
         {
             Ok(Ok(acknowledged)) => acknowledged,
-            Ok(Err(e)) => return Err(from_redis(e, "waiting for replicas", server)),
-            Err(_) => return Err(timed_out("waiting for replicas", server, limit)),
+            Ok(Err(e)) => return Err(CallError::Redis(e).into_error(context, server)),
+            Err(_) => return Err(timed_out(context, server, limit)),
         };
         if acknowledged >= wait.replicas {
             Ok(())
@@ -173,39 +185,21 @@ impl RedisBackend {
             })
         }
     }
+}
 
-    /// Runs one script with the backend's time limit, mapping its errors.
-    ///
-    /// A connection that died under us (the server restarted) is replaced by the connection
-    /// manager; the call is then tried once more on the new one, so that, say, a guard's
-    /// release right after a restart gets an answer instead of an error. Every script is safe
-    /// to run twice: acquire recognises its own token, extend sets the same TTL, and a second
-    /// release finds nothing to delete (reported as a lost lock, which is then the truth on the
-    /// server too).
-    async fn run<T: FromRedisValue>(
-        &self,
-        context: &'static str,
-        script: &ScriptInvocation<'_>,
-    ) -> Result<T> {
-        // The driver has its own connect and response timeouts; this bound also covers a
-        // reconnect already in progress when the call started.
-        let limit = self.config.call_timeout() + Duration::from_millis(100);
-        let mut retried = false;
-        loop {
-            let mut connection = self.connection().await?;
-            match tokio::time::timeout(limit, script.invoke_async(&mut connection)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) if !retried && error.is_connection_dropped() => {
-                    tracing::debug!(%error, "pylock: redis connection dropped, retrying once");
-                    retried = true;
-                }
-                Ok(Err(error)) => {
-                    return Err(from_redis(error, context, self.config.redacted_url()));
-                }
-                Err(_) => return Err(timed_out(context, self.config.redacted_url(), limit)),
-            }
-        }
+/// The integers of one lock's script reply.
+fn integers<const N: usize>(
+    reply: std::result::Result<Vec<Value>, CallError>,
+    context: &str,
+    server: &str,
+) -> Result<[i64; N]> {
+    let values = reply.map_err(|e| e.into_error(context, server))?;
+    let mut integers = [0; N];
+    for (integer, value) in integers.iter_mut().zip(&values) {
+        *integer = redis::from_redis_value_ref(value)
+            .map_err(|e| CallError::Redis(e.into()).into_error(context, server))?;
     }
+    Ok(integers)
 }
 
 /// Milliseconds for `PX`/`PEXPIRE`, rounded up so a lock never lives shorter than asked.
@@ -229,17 +223,16 @@ impl LockBackend for RedisBackend {
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
-        let (acquired, value): (i64, i64) = self
-            .run(
-                "acquiring a lock",
-                ACQUIRE
-                    .key(key)
-                    .key(fence_key(key))
-                    .arg(token.to_hex())
-                    .arg(millis(ttl))
-                    .arg(if self.config.fencing { "1" } else { "0" }),
-            )
-            .await?;
+        let reply = self
+            .acquires
+            .call(AcquireItem {
+                lock: key.to_owned(),
+                fence: fence_key(key),
+                token: token.to_hex(),
+                ttl_ms: millis(ttl),
+            })
+            .await;
+        let [acquired, value] = integers(reply, "acquiring a lock", self.calls.server())?;
         Ok(if acquired == 1 {
             if let Err(error) = self.wait_for_replicas(key).await {
                 // Not safe from a failover yet: give the lock back, let the caller retry.
@@ -259,20 +252,20 @@ impl LockBackend for RedisBackend {
     }
 
     async fn release(&self, key: &str, token: &Token) -> Result<bool> {
-        let released: i64 = self
-            .run(
-                "releasing a lock",
-                RELEASE
-                    .key(key)
-                    .arg(token.to_hex())
-                    .arg(notice_channel(key)),
-            )
-            .await?;
+        let reply = self
+            .releases
+            .call(ReleaseItem {
+                lock: key.to_owned(),
+                token: token.to_hex(),
+            })
+            .await;
+        let [released] = integers(reply, "releasing a lock", self.calls.server())?;
         Ok(released == 1)
     }
 
     async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
         let extended: i64 = self
+            .calls
             .run(
                 "extending a lock",
                 EXTEND.key(key).arg(token.to_hex()).arg(millis(ttl)),
@@ -290,6 +283,7 @@ impl LockBackend for RedisBackend {
 
     async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
         let reply: Vec<i64> = self
+            .calls
             .run("inspecting a lock", INSPECT.key(key).key(fence_key(key)))
             .await?;
         Ok(match reply.as_slice() {
@@ -305,6 +299,7 @@ impl LockBackend for RedisBackend {
 
     async fn force_release(&self, key: &str) -> Result<bool> {
         let released: i64 = self
+            .calls
             .run(
                 "forcing a release",
                 FORCE_RELEASE.key(key).arg(notice_channel(key)),

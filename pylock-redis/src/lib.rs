@@ -19,13 +19,18 @@
 //!
 //! - acquire: `SET key token NX PX ms` in a script that also returns the holder's `PTTL`
 //!   when the key is taken, and increments the lock's fencing counter when it is not;
-//! - release: `if GET key == token then DEL key; PUBLISH <channel>`, in a script;
+//! - release: `if GET key == token then DEL key`, in a script, which also publishes on the
+//!   lock's channel if a waiter marked the lock;
 //! - extend: `if GET key == token then PEXPIRE key ms`, in a script;
 //! - waiting: one shared pub/sub connection per backend; waiters subscribe to the lock's
-//!   channel (confirmed by the server) before the attempt that precedes their wait, and a
-//!   release wakes them in about one round trip. Polling stays as the bounded fallback.
+//!   channel (confirmed by the server) before the attempt that precedes their wait, that
+//!   attempt marks the lock as waited for (a `+` after the holder's token), and the release
+//!   wakes them in about one round trip. Polling stays as the bounded fallback.
 //!
-//! Scripts go by `EVALSHA` and are loaded again when the server answers `NOSCRIPT`.
+//! Scripts go by `EVALSHA` and are loaded again when the server answers `NOSCRIPT`. Under
+//! load, concurrent acquires (and releases) of different locks on one server go out several
+//! to a script call, which is what lets one connection do over 100,000 lock cycles a second
+//! ([`RedisBackend`]); an uncontended call is never held back.
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
@@ -77,6 +82,8 @@
 )]
 
 mod backend;
+mod calls;
+mod coalesce;
 mod config;
 mod connection;
 mod errors;

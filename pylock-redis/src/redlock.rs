@@ -69,7 +69,7 @@ impl RedlockBackend {
         let nodes = config
             .nodes
             .iter()
-            .map(|node| RedisBackend::new(node.clone()).map(Arc::new))
+            .map(|node| RedisBackend::redlock_node(node.clone()).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
         Ok(RedlockBackend { config, nodes })
     }

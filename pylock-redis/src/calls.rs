@@ -1,0 +1,195 @@
+//! [`Calls`]: the one connection of a backend, made on first use, and the one way scripts are
+//! sent over it (time limit, one retry after a dropped connection, error mapping).
+//!
+//! It lives behind an `Arc` so that batches of coalesced calls (see [`crate::coalesce`]) can
+//! be sent from their own tasks.
+
+use std::time::Duration;
+
+use pylock_core::{Error, Result};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::{RedisError, ScriptInvocation, Value};
+use tokio::sync::OnceCell;
+
+use crate::config::{RedisConfig, Servers};
+use crate::connection::Connection;
+use crate::errors::{from_redis, timed_out};
+
+pub(crate) struct Calls {
+    connector: Connector,
+    connection: OnceCell<Connection>,
+    /// The server's URL, redacted, for messages.
+    server: String,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+}
+
+/// What makes the connection: a client for one server, or for a cluster.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per backend, never moved around"
+)]
+enum Connector {
+    Single(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// Why a call failed, kept cloneable so that one failed batch can tell each of its callers.
+#[derive(Clone, Debug)]
+pub(crate) enum CallError {
+    Redis(RedisError),
+    TimedOut(Duration),
+    /// The script answered something it never answers: a different server or script.
+    BadReply(String),
+    /// The batch that carried the call was dropped unsent (its runtime was shutting down).
+    Dropped,
+}
+
+impl CallError {
+    /// The pylock error for a call to `server` made while `context`.
+    pub(crate) fn into_error(self, context: &str, server: &str) -> Error {
+        match self {
+            CallError::Redis(error) => from_redis(error, context, server),
+            CallError::TimedOut(limit) => timed_out(context, server, limit),
+            CallError::BadReply(reply) => Error::Backend {
+                backend: "redis",
+                context: format!("{context} at {server}: unexpected reply"),
+                source: Box::new(std::io::Error::new(std::io::ErrorKind::InvalidData, reply)),
+            },
+            CallError::Dropped => Error::Unavailable {
+                backend: "redis",
+                context: format!("{context} at {server}: the call was dropped unsent"),
+                source: Box::new(std::io::Error::from(std::io::ErrorKind::Interrupted)),
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for Calls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Calls")
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Calls {
+    /// Calls to the server (or cluster) of `config`; connects on first use.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] if the `redis` crate refuses the settings.
+    pub(crate) fn new(config: &RedisConfig) -> Result<Self> {
+        let invalid = |e: RedisError| Error::InvalidUrl {
+            url: config.redacted_url().to_owned(),
+            reason: e.to_string(),
+        };
+        let connector = match &config.servers {
+            Servers::Single(info) => {
+                Connector::Single(redis::Client::open((**info).clone()).map_err(invalid)?)
+            }
+            Servers::Cluster(seeds) => Connector::Cluster(
+                ClusterClientBuilder::new(seeds.clone())
+                    .connection_timeout(config.connect_timeout)
+                    .response_timeout(config.response_timeout)
+                    .build()
+                    .map_err(invalid)?,
+            ),
+        };
+        Ok(Calls {
+            connector,
+            connection: OnceCell::new(),
+            server: config.redacted_url().to_owned(),
+            connect_timeout: config.connect_timeout,
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    /// The server's URL, redacted.
+    pub(crate) fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The longest one call may take: the driver's connect and response timeouts, plus a
+    /// margin that also covers a reconnect already in progress when the call started.
+    pub(crate) fn limit(&self) -> Duration {
+        self.connect_timeout + self.response_timeout + Duration::from_millis(100)
+    }
+
+    /// The shared connection, made on first use.
+    pub(crate) async fn connection(&self) -> std::result::Result<Connection, CallError> {
+        self.connection
+            .get_or_try_init(|| async {
+                match &self.connector {
+                    Connector::Single(client) => {
+                        let config = ConnectionManagerConfig::new()
+                            .set_connection_timeout(Some(self.connect_timeout))
+                            .set_response_timeout(Some(self.response_timeout))
+                            // One connect attempt per call: a call must fail within its
+                            // timeouts while the server is down, and the next call tries again.
+                            .set_number_of_retries(0);
+                        ConnectionManager::new_lazy_with_config(client.clone(), config)
+                            .map(Connection::Single)
+                            .map_err(CallError::Redis)
+                    }
+                    Connector::Cluster(client) => {
+                        // The cluster client finds the slots from the seeds, follows MOVED/ASK
+                        // and reconnects to nodes by itself; only its first contact can fail.
+                        let limit = self.connect_timeout + self.response_timeout;
+                        match tokio::time::timeout(limit, client.get_async_connection()).await {
+                            Ok(Ok(connection)) => Ok(Connection::Cluster(connection)),
+                            Ok(Err(e)) => Err(CallError::Redis(e)),
+                            Err(_) => Err(CallError::TimedOut(limit)),
+                        }
+                    }
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// Runs one script within [`Calls::limit`].
+    ///
+    /// A connection that died under us (the server restarted) is replaced by the connection
+    /// manager; the call is then tried once more on the new one, so that, say, a guard's
+    /// release right after a restart gets an answer instead of an error. Every script is safe
+    /// to run twice: acquire recognises its own token, extend sets the same TTL, and a second
+    /// release finds nothing to delete (reported as a lost lock, which is then the truth on the
+    /// server too).
+    ///
+    pub(crate) async fn invoke(
+        &self,
+        script: &ScriptInvocation<'_>,
+    ) -> std::result::Result<Value, CallError> {
+        let limit = self.limit();
+        let mut retried = false;
+        loop {
+            let mut connection = self.connection().await?;
+            match tokio::time::timeout(limit, script.invoke_async(&mut connection)).await {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if !retried && error.is_connection_dropped() => {
+                    tracing::debug!(%error, "pylock: redis connection dropped, retrying once");
+                    retried = true;
+                }
+                Ok(Err(error)) => return Err(CallError::Redis(error)),
+                Err(_) => return Err(CallError::TimedOut(limit)),
+            }
+        }
+    }
+
+    /// Runs one script and converts its reply, mapping errors to pylock's.
+    pub(crate) async fn run<T: redis::FromRedisValue>(
+        &self,
+        context: &'static str,
+        script: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let value = self
+            .invoke(script)
+            .await
+            .map_err(|e| e.into_error(context, &self.server))?;
+        redis::from_redis_value(value)
+            .map_err(|e| CallError::Redis(e.into()).into_error(context, &self.server))
+    }
+}
