@@ -3,7 +3,9 @@
 //! The algorithm of the Redis distributed-locks page:
 //!
 //! 1. Try every node at once, with the same owner token and a per-node timeout well under the
-//!    TTL (`node_timeout`), each node by the single-server acquire script.
+//!    TTL (`node_timeout`), each node by the single-server acquire script. The attempt is
+//!    decided as soon as a majority granted it; the slower nodes' answers are not waited for
+//!    (their calls still run, before any later call on the same node).
 //! 2. The lock is held if a majority (N/2+1) said yes and time is left: the TTL minus the
 //!    time the attempt took minus a clock-drift allowance (1 % of the TTL + 2 ms) is positive.
 //!    The guard's validity estimate takes the same allowance off.
@@ -31,7 +33,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use pylock_core::{
     Attempt, Capabilities, Error, Holder, LockBackend, ReleaseNotice, Result, Token, async_trait,
 };
@@ -80,27 +83,59 @@ impl RedlockBackend {
     }
 
     /// Runs `call` on every node at once, each within the node timeout; `None` for a node
-    /// that failed or did not answer in time.
-    async fn on_every_node<'a, T, F, Fut>(&'a self, call: F) -> Vec<Option<T>>
+    /// that failed or did not answer in time. Returns every node's answer, or, as soon as a
+    /// majority of nodes gave an answer that `settles`, only the answers so far: the other
+    /// calls finish in the background, and the slowest nodes no longer set the pace. That is
+    /// safe because each node's calls go out on one connection in the order they were made
+    /// (node backends do not batch): a late acquire on a node runs there before the release
+    /// that follows it.
+    async fn on_nodes<T, F, Fut>(&self, call: F, settles: fn(&T) -> bool) -> Vec<Option<T>>
     where
-        F: Fn(&'a RedisBackend) -> Fut,
-        Fut: Future<Output = Result<T>> + 'a,
+        T: Send + 'static,
+        F: Fn(Arc<RedisBackend>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let timeout = self.config.node_timeout;
-        join_all(self.nodes.iter().map(|node| {
-            let attempt = call(node);
-            async move {
-                match tokio::time::timeout(timeout, attempt).await {
-                    Ok(Ok(value)) => Some(value),
-                    Ok(Err(error)) => {
-                        tracing::debug!(%error, "pylock: a redlock node failed");
-                        None
+        let mut pending: FuturesUnordered<_> = self
+            .nodes
+            .iter()
+            .map(|node| {
+                let attempt = call(Arc::clone(node));
+                async move {
+                    match tokio::time::timeout(timeout, attempt).await {
+                        Ok(Ok(value)) => Some(value),
+                        Ok(Err(error)) => {
+                            tracing::debug!(%error, "pylock: a redlock node failed");
+                            None
+                        }
+                        Err(_) => None,
                     }
-                    Err(_) => None,
                 }
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(self.nodes.len());
+        let mut settled = 0;
+        while let Some(answer) = pending.next().await {
+            settled += usize::from(answer.as_ref().is_some_and(settles));
+            answers.push(answer);
+            if settled >= self.quorum() {
+                break;
             }
-        }))
-        .await
+        }
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        answers
+    }
+
+    /// Runs `call` on every node at once and waits for all of them (see [`Self::on_nodes`]).
+    async fn on_every_node<T, F, Fut>(&self, call: F) -> Vec<Option<T>>
+    where
+        T: Send + 'static,
+        F: Fn(Arc<RedisBackend>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        self.on_nodes(call, |_| false).await
     }
 
     fn quorum(&self) -> usize {
@@ -110,11 +145,16 @@ impl RedlockBackend {
     /// Gives back whatever this token holds on any node (owner-checked, so harmless where it
     /// holds nothing).
     async fn release_everywhere(&self, key: &str, token: &Token) -> usize {
-        self.on_every_node(|node| node.release(key, token))
-            .await
-            .into_iter()
-            .filter(|released| *released == Some(true))
-            .count()
+        let key = key.to_owned();
+        let token = *token;
+        self.on_every_node(|node| {
+            let key = key.clone();
+            async move { node.release(&key, &token).await }
+        })
+        .await
+        .into_iter()
+        .filter(|released| *released == Some(true))
+        .count()
     }
 
     fn unavailable(&self, reached: usize, what: &str) -> Error {
@@ -147,8 +187,16 @@ impl LockBackend for RedlockBackend {
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
         let started = Instant::now();
+        let owned = key.to_owned();
+        let token = *token;
         let answers = self
-            .on_every_node(|node| node.try_acquire(key, token, ttl))
+            .on_nodes(
+                |node| {
+                    let key = owned.clone();
+                    async move { node.try_acquire(&key, &token, ttl).await }
+                },
+                |answer| matches!(answer, Attempt::Acquired { .. }),
+            )
             .await;
         let reached = answers.iter().filter(|a| a.is_some()).count();
         let acquired = answers
@@ -165,7 +213,7 @@ impl LockBackend for RedlockBackend {
         }
         // Not held: leave no partial lock behind.
         if acquired > 0 {
-            self.release_everywhere(key, token).await;
+            self.release_everywhere(key, &token).await;
         }
         if reached < self.quorum() {
             return Err(self.unavailable(reached, "acquiring a lock"));
@@ -190,7 +238,17 @@ impl LockBackend for RedlockBackend {
     }
 
     async fn release(&self, key: &str, token: &Token) -> Result<bool> {
-        let answers = self.on_every_node(|node| node.release(key, token)).await;
+        let owned = key.to_owned();
+        let token = *token;
+        let answers = self
+            .on_nodes(
+                |node| {
+                    let key = owned.clone();
+                    async move { node.release(&key, &token).await }
+                },
+                |released| *released,
+            )
+            .await;
         let reached = answers.iter().filter(|a| a.is_some()).count();
         let released = answers.iter().filter(|a| **a == Some(true)).count();
         if released >= self.quorum() {
@@ -204,8 +262,16 @@ impl LockBackend for RedlockBackend {
 
     async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
         let started = Instant::now();
+        let owned = key.to_owned();
+        let token = *token;
         let answers = self
-            .on_every_node(|node| node.extend(key, token, ttl))
+            .on_nodes(
+                |node| {
+                    let key = owned.clone();
+                    async move { node.extend(&key, &token, ttl).await }
+                },
+                |extended| *extended,
+            )
             .await;
         let extended = answers.iter().filter(|a| **a == Some(true)).count();
         let validity = self
@@ -220,13 +286,16 @@ impl LockBackend for RedlockBackend {
             return Err(self.unavailable(reached, "extending a lock"));
         }
         // A minority extension would only keep others out: give it back.
-        self.release_everywhere(key, token).await;
+        self.release_everywhere(key, &token).await;
         Ok(false)
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         let notices: Vec<ReleaseNotice> = self
-            .on_every_node(|node| node.subscribe(key))
+            .on_every_node(|node| {
+                let key = key.to_owned();
+                async move { node.subscribe(&key).await }
+            })
             .await
             .into_iter()
             .flatten()
@@ -239,7 +308,12 @@ impl LockBackend for RedlockBackend {
     }
 
     async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
-        let answers = self.on_every_node(|node| node.inspect(key)).await;
+        let answers = self
+            .on_every_node(|node| {
+                let key = key.to_owned();
+                async move { node.inspect(&key).await }
+            })
+            .await;
         let reached = answers.iter().filter(|a| a.is_some()).count();
         if reached < self.quorum() {
             return Err(self.unavailable(reached, "inspecting a lock"));
@@ -255,7 +329,12 @@ impl LockBackend for RedlockBackend {
     }
 
     async fn force_release(&self, key: &str) -> Result<bool> {
-        let answers = self.on_every_node(|node| node.force_release(key)).await;
+        let answers = self
+            .on_every_node(|node| {
+                let key = key.to_owned();
+                async move { node.force_release(&key).await }
+            })
+            .await;
         Ok(answers.contains(&Some(true)))
     }
 }

@@ -166,3 +166,61 @@ async fn a_node_restarted_empty_after_the_longest_ttl_lets_no_second_holder_in()
     next.release().await.expect("release");
     holder.abandon();
 }
+
+/// A node that answers late (here: paused with `CLIENT PAUSE`) does not hold up an acquire or
+/// a release that a majority already answered, and the calls that reach it late still run
+/// there in order: its late acquire is undone by the release that followed, leaving no lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_minority_does_not_hold_up_the_majority_nor_keep_a_lock() {
+    let Some(nodes) = nodes(3).await else {
+        return;
+    };
+    // Time limits far above the pause: without the early answer the acquire would wait for
+    // the paused node.
+    let locks = locks(&url(&nodes, "?node_timeout=20s&response_timeout=20s"));
+    let lock = locks.lock("slow-minority").timeout(Duration::ZERO);
+    lock.acquire()
+        .await
+        .expect("connect and warm up")
+        .release()
+        .await
+        .expect("warm-up release");
+
+    let pause = Duration::from_secs(3);
+    let mut paused = redis::Client::open(nodes[2].url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection");
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("ALL")
+        .query_async(&mut paused)
+        .await
+        .expect("CLIENT PAUSE");
+    let paused_at = Instant::now();
+
+    let guard = tokio::time::timeout(pause / 2, lock.acquire())
+        .await
+        .expect("the acquire waited for the paused node")
+        .expect("acquired on the two other nodes");
+    assert!(exists_on(&nodes[0], guard.server_key()).await);
+    assert!(exists_on(&nodes[1], guard.server_key()).await);
+    tokio::time::timeout(pause / 2, guard.release())
+        .await
+        .expect("the release waited for the paused node")
+        .expect("released on the two other nodes");
+    assert!(
+        paused_at.elapsed() < pause,
+        "the node was not paused all along; the test proves nothing"
+    );
+
+    // The pause ends: the paused node runs the acquire, then the release, in that order.
+    tokio::time::sleep(pause.saturating_sub(paused_at.elapsed()) + Duration::from_millis(500))
+        .await;
+    assert!(
+        !exists_on(&nodes[2], "pylock:slow-minority").await,
+        "the late acquire on the slow node left a lock behind"
+    );
+}
