@@ -11,6 +11,7 @@ use pylock::redis::scripts::{ACQUIRE, RELEASE};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
+use crate::cpu::{self, PerCycle};
 use crate::scenarios::{self, Budget};
 use crate::stats::Samples;
 
@@ -29,6 +30,10 @@ pub(crate) struct Baseline {
     /// The same loop running pylock's acquire and release scripts directly (no library):
     /// what the server-side scripts cost.
     pub(crate) script_cycles_per_s: Option<f64>,
+    /// CPU time per cycle of the bare loop, client and server.
+    pub(crate) raw_cpu: PerCycle,
+    /// CPU time per cycle of the scripts-only loop, client and server.
+    pub(crate) script_cpu: PerCycle,
 }
 
 /// Measures what can be measured apart from the scenarios; `rtt_us` comes from the
@@ -45,22 +50,19 @@ pub(crate) async fn measure(
                 redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
                 other => panic!("baselines need a TCP address, not {other:?}"),
             };
+            let (raw_cycles_per_s, raw_cpu) = timed_cycles(&connection, tasks, budget, false).await;
+            let (script_cycles_per_s, script_cpu) =
+                timed_cycles(&connection, tasks, budget, true).await;
             Baseline {
                 rtt_us: None,
                 floor_rtt_us: Some(
                     blocking_ping(&addr, b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n", budget)
                         .quantile_us(0.5),
                 ),
-                raw_cycles_per_s: Some(
-                    raw_cycles(&connection, tasks, budget, false)
-                        .await
-                        .ops_per_s(),
-                ),
-                script_cycles_per_s: Some(
-                    raw_cycles(&connection, tasks, budget, true)
-                        .await
-                        .ops_per_s(),
-                ),
+                raw_cycles_per_s: Some(raw_cycles_per_s),
+                script_cycles_per_s: Some(script_cycles_per_s),
+                raw_cpu,
+                script_cpu,
             }
         }
         Some(Pinger::Memcache { addr, .. }) => Baseline {
@@ -113,6 +115,14 @@ impl Pinger {
         None
     }
 
+    /// A connection to the Redis server, to read its CPU time.
+    pub(crate) fn redis_connection(&self) -> Option<ConnectionManager> {
+        match self {
+            Pinger::Redis { connection, .. } => Some(connection.clone()),
+            Pinger::Memcache { .. } => None,
+        }
+    }
+
     /// One round trip.
     pub(crate) async fn ping(&mut self) -> Duration {
         let sent = Instant::now();
@@ -152,6 +162,23 @@ fn blocking_ping(addr: &str, request: &[u8], reply: &[u8], budget: Budget) -> Sa
     }
     samples.elapsed = started.elapsed();
     samples
+}
+
+/// [`raw_cycles`]: cycles per second and CPU time per cycle.
+async fn timed_cycles(
+    manager: &ConnectionManager,
+    tasks: usize,
+    budget: Budget,
+    scripts: bool,
+) -> (f64, PerCycle) {
+    let mut meter = manager.clone();
+    let before = cpu::read(Some(&mut meter)).await;
+    let samples = raw_cycles(manager, tasks, budget, scripts).await;
+    let after = cpu::read(Some(&mut meter)).await;
+    (
+        samples.ops_per_s(),
+        before.per_cycle(&after, samples.operations),
+    )
 }
 
 /// `tasks` tasks on one multiplexed connection, each cycle two commands: `SET NX PX` and

@@ -17,9 +17,12 @@
 //! memcached `mn`) through the async connection type the backend uses, sent before each
 //! `uncontended` cycle; `floor_rtt_us`, the same on a plain blocking socket. For Redis also
 //! `raw_cycles_per_s`, a bare `SET NX PX` + `DEL` loop with as many tasks as `throughput`, and
-//! `script_cycles_per_s`, the same loop running pylock's two scripts directly.
+//! `script_cycles_per_s`, the same loop running pylock's two scripts directly, one call per
+//! lock operation. For a single Redis server, CPU time per cycle of the client (this process)
+//! and of the server (`INFO cpu`) is reported for `throughput` and for those two loops.
 
 mod baseline;
+mod cpu;
 mod scenarios;
 mod stats;
 
@@ -31,6 +34,7 @@ use pylock::memcache::MemcacheBackend;
 use pylock::{LockBackend, Locks};
 
 use crate::baseline::{Baseline, Pinger};
+use crate::cpu::PerCycle;
 use crate::scenarios::Budget;
 use crate::stats::Samples;
 
@@ -77,6 +81,8 @@ struct Run {
     ops_per_s: f64,
     /// The round trip measured alongside, if any.
     rtt_us: Option<f64>,
+    /// CPU time per cycle, where measured.
+    cpu: PerCycle,
 }
 
 impl Run {
@@ -90,6 +96,7 @@ impl Run {
                 .as_mut()
                 .filter(|p| p.len() > 0)
                 .map(|p| p.quantile_us(0.5)),
+            cpu: PerCycle::default(),
         }
     }
 }
@@ -106,6 +113,12 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 impl Row {
+    /// The median of a figure not every run has.
+    fn optional(&self, f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
+        let values: Vec<f64> = self.runs.iter().filter_map(f).collect();
+        (!values.is_empty()).then(|| median(values))
+    }
+
     fn field(&self, f: impl Fn(&Run) -> f64) -> (f64, f64, f64) {
         let values: Vec<f64> = self.runs.iter().map(f).collect();
         let min = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -201,9 +214,15 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
             scenario: "throughput",
             runs: Vec::new(),
         };
+        let mut meter = pinger.as_ref().and_then(Pinger::redis_connection);
         for _ in 0..repeat {
+            let before = cpu::read(meter.as_mut()).await;
             let samples = scenarios::throughput(&locks, args.tasks, budget).await;
-            row.runs.push(Run::of(samples, None));
+            let after = cpu::read(meter.as_mut()).await;
+            let cycles = samples.operations;
+            let mut run = Run::of(samples, None);
+            run.cpu = before.per_cycle(&after, cycles);
+            row.runs.push(run);
         }
         rows.push(row);
     }
@@ -244,7 +263,7 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
     let (ops, ..) = row.field(|r| r.ops_per_s);
     let samples: usize = row.runs.iter().map(|r| r.samples).sum();
     format!(
-        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{}}}",
+        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{},\"client_cpu_us_per_cycle\":{},\"server_cpu_us_per_cycle\":{},\"raw_client_cpu_us_per_cycle\":{},\"raw_server_cpu_us_per_cycle\":{}}}",
         pylock::url::redact_url(url),
         row.scenario,
         row.runs.len(),
@@ -256,6 +275,10 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
         number(baseline.floor_rtt_us),
         number(baseline.raw_cycles_per_s),
         number(baseline.script_cycles_per_s),
+        number(row.optional(|r| r.cpu.client_us)),
+        number(row.optional(|r| r.cpu.server_us)),
+        number(baseline.raw_cpu.client_us),
+        number(baseline.raw_cpu.server_us),
     )
 }
 
@@ -316,5 +339,27 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
             "{:<12} {:>8} {:>8.1} [{:>5.1}..{:>5.1}] {:>9.1} {:>9.0} [{:>6.0}..{:>6.0}]   {comparison}",
             row.scenario, samples, p50, p50_min, p50_max, p99, ops, ops_min, ops_max
         );
+    }
+    let throughput = rows.iter().find(|row| row.scenario == "throughput");
+    if let Some(row) = throughput
+        && let (Some(client), Some(server)) = (
+            row.optional(|r| r.cpu.client_us),
+            row.optional(|r| r.cpu.server_us),
+        )
+    {
+        let loops = [
+            ("bare loop", baseline.raw_cpu),
+            ("scripts alone", baseline.script_cpu),
+        ]
+        .iter()
+        .filter_map(|(name, cpu)| {
+            Some(format!(
+                "{name}: client {:.2}, server {:.2}",
+                cpu.client_us?, cpu.server_us?
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(" | ");
+        println!("cpu us per throughput cycle: client {client:.2}, server {server:.2} | {loops}");
     }
 }
