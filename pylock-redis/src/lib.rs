@@ -29,8 +29,8 @@
 //!
 //! Scripts go by `EVALSHA` and are loaded again when the server answers `NOSCRIPT`. Under
 //! load, concurrent acquires (and releases) of different locks on one server go out several
-//! to a script call, which is what lets one connection do over 100,000 lock cycles a second
-//! ([`RedisBackend`]); an uncontended call is never held back.
+//! to a script call, which cuts the server's time per lock ([`RedisBackend`]); an uncontended
+//! call is never held back.
 //!
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
