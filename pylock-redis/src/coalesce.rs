@@ -104,6 +104,8 @@ impl<I: Item> Coalescer<I> {
             let mut state = self.state();
             let runtime = tokio::runtime::Handle::try_current();
             if (state.in_flight < self.limit && state.queue.is_empty()) || runtime.is_err() {
+                // Counted here, under the lock, so that no more than `limit` go out alone.
+                state.in_flight += 1;
                 Ok(item)
             } else {
                 let (reply, answer) = oneshot::channel();
@@ -119,7 +121,7 @@ impl<I: Item> Coalescer<I> {
         };
         match turn {
             Ok(item) => {
-                let _slot = Slot::new(self);
+                let _slot = Slot(self);
                 let mut replies = self.send(vec![item]).await;
                 replies.pop().unwrap_or(Err(CallError::Dropped))
             }
