@@ -180,3 +180,52 @@ async fn a_release_publishes_only_when_someone_waited() {
     );
     next.release().await.expect("release");
 }
+
+/// While the server is down, a burst of acquires, queued and batched, each fails with a
+/// transient error within the call limit (none hangs); once the server is back, the same
+/// backend serves the burst again.
+#[tokio::test(flavor = "current_thread")]
+async fn a_batched_burst_fails_cleanly_while_the_server_is_down_and_recovers() {
+    let Some(mut server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let url = format!(
+        "{}?connect_timeout=200ms&response_timeout=500ms",
+        server.url()
+    );
+    let locks = Locks::new(Arc::new(RedisBackend::from_url(&url).expect("backend")));
+    let burst = |round: &'static str| {
+        let attempts = (0..40).map(|i| {
+            let lock = locks.lock(format!("{round}-{i}")).timeout(Duration::ZERO);
+            async move { lock.acquire().await }
+        });
+        futures_util::future::join_all(attempts)
+    };
+    // Connect and load the scripts first.
+    for guard in burst("warm-up").await {
+        guard.expect("warm-up").release().await.expect("release");
+    }
+
+    server.stop().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), burst("down"))
+        .await
+        .expect("a queued call hung while the server was down");
+    for (i, result) in outcome.into_iter().enumerate() {
+        let error = result.expect_err("no server, no lock");
+        assert!(error.is_transient(), "call {i}: {error:?}");
+    }
+
+    server.start_again().await;
+    let mut recovered = Vec::new();
+    for _ in 0..50 {
+        recovered = burst("up").await;
+        if recovered.iter().all(Result::is_ok) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (i, result) in recovered.into_iter().enumerate() {
+        let guard = result.unwrap_or_else(|e| panic!("call {i} after the restart: {e:?}"));
+        guard.release().await.expect("release after the restart");
+    }
+}
