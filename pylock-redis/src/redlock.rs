@@ -89,18 +89,24 @@ impl RedlockBackend {
     /// safe because each node's calls go out on one connection in the order they were made
     /// (node backends do not batch): a late acquire on a node runs there before the release
     /// that follows it.
-    async fn on_nodes<T, F, Fut>(&self, call: F, settles: fn(&T) -> bool) -> Vec<Option<T>>
+    async fn on_nodes<T, F, Fut>(
+        &self,
+        key: &str,
+        call: F,
+        settles: fn(&T) -> bool,
+    ) -> Vec<Option<T>>
     where
         T: Send + 'static,
-        F: Fn(Arc<RedisBackend>) -> Fut,
+        F: Fn(Arc<RedisBackend>, Arc<str>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
         let timeout = self.config.node_timeout;
+        let key: Arc<str> = Arc::from(key);
         let mut pending: FuturesUnordered<_> = self
             .nodes
             .iter()
             .map(|node| {
-                let attempt = call(Arc::clone(node));
+                let attempt = call(Arc::clone(node), Arc::clone(&key));
                 async move {
                     match tokio::time::timeout(timeout, attempt).await {
                         Ok(Ok(value)) => Some(value),
@@ -129,13 +135,13 @@ impl RedlockBackend {
     }
 
     /// Runs `call` on every node at once and waits for all of them (see [`Self::on_nodes`]).
-    async fn on_every_node<T, F, Fut>(&self, call: F) -> Vec<Option<T>>
+    async fn on_every_node<T, F, Fut>(&self, key: &str, call: F) -> Vec<Option<T>>
     where
         T: Send + 'static,
-        F: Fn(Arc<RedisBackend>) -> Fut,
+        F: Fn(Arc<RedisBackend>, Arc<str>) -> Fut,
         Fut: Future<Output = Result<T>> + Send + 'static,
     {
-        self.on_nodes(call, |_| false).await
+        self.on_nodes(key, call, |_| false).await
     }
 
     fn quorum(&self) -> usize {
@@ -145,11 +151,9 @@ impl RedlockBackend {
     /// Gives back whatever this token holds on any node (owner-checked, so harmless where it
     /// holds nothing).
     async fn release_everywhere(&self, key: &str, token: &Token) -> usize {
-        let key = key.to_owned();
         let token = *token;
-        self.on_every_node(|node| {
-            let key = key.clone();
-            async move { node.release(&key, &token).await }
+        self.on_every_node(key, move |node, key| async move {
+            node.release(&key, &token).await
         })
         .await
         .into_iter()
@@ -187,14 +191,11 @@ impl LockBackend for RedlockBackend {
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
         let started = Instant::now();
-        let owned = key.to_owned();
         let token = *token;
         let answers = self
             .on_nodes(
-                |node| {
-                    let key = owned.clone();
-                    async move { node.try_acquire(&key, &token, ttl).await }
-                },
+                key,
+                move |node, key| async move { node.try_acquire(&key, &token, ttl).await },
                 |answer| matches!(answer, Attempt::Acquired { .. }),
             )
             .await;
@@ -238,14 +239,11 @@ impl LockBackend for RedlockBackend {
     }
 
     async fn release(&self, key: &str, token: &Token) -> Result<bool> {
-        let owned = key.to_owned();
         let token = *token;
         let answers = self
             .on_nodes(
-                |node| {
-                    let key = owned.clone();
-                    async move { node.release(&key, &token).await }
-                },
+                key,
+                move |node, key| async move { node.release(&key, &token).await },
                 |released| *released,
             )
             .await;
@@ -262,14 +260,11 @@ impl LockBackend for RedlockBackend {
 
     async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
         let started = Instant::now();
-        let owned = key.to_owned();
         let token = *token;
         let answers = self
             .on_nodes(
-                |node| {
-                    let key = owned.clone();
-                    async move { node.extend(&key, &token, ttl).await }
-                },
+                key,
+                move |node, key| async move { node.extend(&key, &token, ttl).await },
                 |extended| *extended,
             )
             .await;
@@ -292,10 +287,7 @@ impl LockBackend for RedlockBackend {
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         let notices: Vec<ReleaseNotice> = self
-            .on_every_node(|node| {
-                let key = key.to_owned();
-                async move { node.subscribe(&key).await }
-            })
+            .on_every_node(key, |node, key| async move { node.subscribe(&key).await })
             .await
             .into_iter()
             .flatten()
@@ -309,10 +301,7 @@ impl LockBackend for RedlockBackend {
 
     async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
         let answers = self
-            .on_every_node(|node| {
-                let key = key.to_owned();
-                async move { node.inspect(&key).await }
-            })
+            .on_every_node(key, |node, key| async move { node.inspect(&key).await })
             .await;
         let reached = answers.iter().filter(|a| a.is_some()).count();
         if reached < self.quorum() {
@@ -330,10 +319,10 @@ impl LockBackend for RedlockBackend {
 
     async fn force_release(&self, key: &str) -> Result<bool> {
         let answers = self
-            .on_every_node(|node| {
-                let key = key.to_owned();
-                async move { node.force_release(&key).await }
-            })
+            .on_every_node(
+                key,
+                |node, key| async move { node.force_release(&key).await },
+            )
             .await;
         Ok(answers.contains(&Some(true)))
     }
