@@ -161,8 +161,9 @@ impl<I: Item> Coalescer<I> {
                 "expected {} values from the script, got {other:?}",
                 items.len() * I::REPLY_LEN
             ))),
-            // The server refused the batch before it changed anything (see the scripts):
-            // ask again lock by lock, so that only the lock at fault gets the error.
+            // A command of the script failed part-way (a key of another type). The scripts
+            // make asking again lock by lock safe (release reads before it writes; acquire
+            // recognises its own token), and then only the lock at fault gets the error.
             Err(CallError::Redis(error)) if items.len() > 1 && refused_by_script(&error) => {
                 drop(call);
                 let mut replies = Vec::with_capacity(items.len());
