@@ -10,3 +10,13 @@ pub mod traces;
 
 pub use cluster::TestCluster;
 pub use server::{Kind, Needs, Provider, TestServer};
+
+/// A plain connection to the Redis server at `url`, to look at (or stage) what pylock finds
+/// there, bypassing pylock.
+pub async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("raw connection")
+}

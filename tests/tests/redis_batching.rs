@@ -7,17 +7,8 @@ use std::time::Duration;
 
 use pylock::redis::RedisBackend;
 use pylock::{Error, Locks};
-use pylock_tests::{Kind, Needs, TestServer};
+use pylock_tests::{Kind, Needs, TestServer, raw_redis};
 use redis::AsyncCommands;
-
-/// A plain connection to the server, to look at what pylock left there.
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection")
-}
 
 /// How many times the server ran `command` (scripts' inner calls included) since the last
 /// `CONFIG RESETSTAT`.
@@ -51,7 +42,7 @@ async fn concurrent_acquires_are_batched_and_each_lock_gets_its_own_answer() {
     let locks = Locks::new(Arc::new(
         RedisBackend::from_url(server.url()).expect("backend"),
     ));
-    let mut raw = raw(server.url()).await;
+    let mut raw = raw_redis(server.url()).await;
     // One lock name whose key someone else filled with a hash: its commands fail. It comes
     // after the first few locks, which go out alone, so that it lands in a batch.
     const BAD: usize = 20;
@@ -128,7 +119,7 @@ async fn a_release_publishes_only_when_someone_waited() {
     let locks = Locks::new(Arc::new(
         RedisBackend::from_url(server.url()).expect("backend"),
     ));
-    let mut raw = raw(server.url()).await;
+    let mut raw = raw_redis(server.url()).await;
     reset_stats(&mut raw).await;
 
     for i in 0..20 {

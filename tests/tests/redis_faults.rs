@@ -8,22 +8,13 @@ use std::time::{Duration, Instant};
 use pylock::redis::RedisBackend;
 use pylock::{Backoff, Error, LockBackend, Locks, Settings};
 use pylock_tests::outage::assert_outage_reported_and_survived;
-use pylock_tests::{Kind, Needs, TestServer};
+use pylock_tests::{Kind, Needs, TestServer, raw_redis};
 use redis::AsyncCommands;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 
 fn locks(url: &str) -> Locks {
     Locks::new(Arc::new(RedisBackend::from_url(url).expect("backend")))
-}
-
-/// A plain connection to the server, to look at what pylock left there.
-async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url)
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,7 +113,7 @@ async fn late_and_foreign_releases_leave_the_new_holders_lock_in_place() {
     let locks = locks(server.url()).key_prefix(format!("faults:{}:", std::process::id()));
     let lock = locks.lock("late");
     let server_key = format!("{}late", locks.settings().key_prefix);
-    let mut raw = raw(server.url()).await;
+    let mut raw = raw_redis(server.url()).await;
 
     let mut a = lock
         .clone()
@@ -182,7 +173,7 @@ async fn flushed_scripts_are_loaded_again() {
     let locks = locks(server.url());
     let lock = locks.lock("noscript");
     let mut guard = lock.acquire().await.expect("acquire");
-    let mut raw = raw(server.url()).await;
+    let mut raw = raw_redis(server.url()).await;
     let () = redis::cmd("SCRIPT")
         .arg("FLUSH")
         .query_async(&mut raw)
@@ -221,7 +212,7 @@ async fn fencing_tokens_keep_increasing_when_the_lock_key_is_evicted() {
     let first = lock.acquire().await.expect("acquire");
     let fence = first.fence().expect("fence");
     // The server drops the lock key (eviction, a FLUSH of that key, an operator's DEL).
-    let mut raw = raw(server.url()).await;
+    let mut raw = raw_redis(server.url()).await;
     let _: i64 = raw.del(first.server_key()).await.expect("DEL");
     first.abandon();
     let second = lock.acquire().await.expect("acquire after eviction");
@@ -241,7 +232,7 @@ async fn channel_subscriptions_end_when_nobody_waits() {
         let lock = lock.clone();
         async move { lock.acquire().await.expect("waiter").release().await }
     });
-    let mut raw = raw(server.url()).await;
+    let mut raw = raw_redis(server.url()).await;
     let channels = |raw: &mut redis::aio::MultiplexedConnection| {
         let mut raw = raw.clone();
         async move {
@@ -346,7 +337,7 @@ async fn a_paused_holder_loses_its_lock_to_a_higher_fence_and_changes_nothing() 
         guard.fence().expect("fence") > old_fence,
         "the new holder's fence must be higher"
     );
-    let mut raw = raw(server.url()).await;
+    let mut raw = raw_redis(server.url()).await;
     let value_before: String = raw.get(guard.server_key()).await.expect("GET");
     let ttl_before: i64 = raw.pttl(guard.server_key()).await.expect("PTTL");
 

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use pylock::redis::RedlockBackend;
 use pylock::{Error, LockBackend, Locks};
 use pylock_core::conformance;
-use pylock_tests::{Kind, Needs, TestServer};
+use pylock_tests::{Kind, Needs, TestServer, raw_redis};
 
 /// `count` servers of the test's own (they get stopped and restarted).
 async fn nodes(count: usize) -> Option<Vec<TestServer>> {
@@ -32,11 +32,7 @@ fn locks(url: &str) -> Locks {
 
 /// Whether `key` exists on the server of `node`.
 async fn exists_on(node: &TestServer, key: &str) -> bool {
-    let mut connection = redis::Client::open(node.url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
+    let mut connection = raw_redis(node.url()).await;
     let exists: bool = redis::cmd("EXISTS")
         .arg(key)
         .query_async(&mut connection)
@@ -187,11 +183,7 @@ async fn a_slow_minority_does_not_hold_up_the_majority_nor_keep_a_lock() {
         .expect("warm-up release");
 
     let pause = Duration::from_secs(3);
-    let mut paused = redis::Client::open(nodes[2].url())
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("raw connection");
+    let mut paused = raw_redis(nodes[2].url()).await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(pause.as_millis() as u64)
