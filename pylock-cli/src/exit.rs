@@ -13,7 +13,9 @@ pub(crate) mod code {
     pub(crate) const TIMEOUT: u8 = 75;
     /// The lock was lost while the command ran, and the command was stopped.
     pub(crate) const LOST: u8 = 76;
-    /// The command could not be started.
+    /// The command could not be executed (permission denied), as shells report it.
+    pub(crate) const CANNOT_EXECUTE: u8 = 126;
+    /// The command was not found, as shells report it.
     pub(crate) const CANNOT_RUN: u8 = 127;
 }
 

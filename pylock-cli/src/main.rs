@@ -10,10 +10,11 @@
 //!
 //! Exit codes of `pylock run`: the command's own (128 + N if signal N ended it); 75 if the
 //! lock was not had within the timeout; 76 if the lock was lost and the command stopped;
-//! 64 for bad usage or no lock server; 70 if the lock server failed; 127 if the command could
-//! not be started.
+//! 64 for bad usage or no lock server; 70 if the lock server failed; 126 if the command could
+//! not be executed, 127 if it was not found.
 
 mod exit;
+mod job;
 mod run;
 
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ use crate::run::RunCommand;
     about = "Run a command only while holding a distributed lock",
     after_help = "Exit codes of `run`: the command's own (128+N if signal N ended it); \
                   75 lock not had within --timeout; 76 lock lost, command stopped; \
-                  64 bad usage or no lock server; 70 lock server failed; 127 command not started."
+                  64 bad usage or no lock server; 70 lock server failed; 126 command not executable; 127 command not found."
 )]
 struct Cli {
     /// The lock server, e.g. redis://127.0.0.1:6379 or memcache://127.0.0.1:11211.
@@ -114,7 +115,8 @@ fn locks(cli: &Cli) -> Result<Locks, Failure> {
         return Err(Failure::new(
             code::USAGE,
             format!(
-                "{url} locks nothing outside this one process; give a server, e.g. --url redis://127.0.0.1:6379"
+                "{} locks nothing outside this one process; give a server, e.g. --url redis://127.0.0.1:6379",
+                pylock::url::redact_url(url)
             ),
         ));
     }
@@ -194,6 +196,14 @@ async fn status(lock: &Lock) -> Result<u8, Failure> {
 }
 
 fn main() -> ExitCode {
+    // The watchdog of `pylock run` (see `job.rs`) is this binary, started with a hidden word.
+    let mut args = std::env::args();
+    if let (Some(_), Some(word), Some(group), None) =
+        (args.next(), args.next(), args.next(), args.next())
+        && word == job::WATCHDOG
+    {
+        return ExitCode::from(job::watchdog(&group));
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

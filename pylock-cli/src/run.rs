@@ -1,19 +1,22 @@
 //! `pylock run`: a command that runs only while the lock is held.
 //!
 //! The lock is renewed while the command runs. If it is lost anyway (renewals failed past the
-//! TTL, another owner took it, the hold bound ran out, this process was paused), the command
-//! is stopped: the termination signal, then SIGKILL after the grace period.
+//! TTL, another owner took it, the hold bound ran out, this process was paused), the command's
+//! whole process group is stopped: the termination signal, then SIGKILL after the grace
+//! period. SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to the group, and the lock is
+//! released once the group is gone. If `pylock` itself dies, the job dies with it (see
+//! [`crate::job`]).
 
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use pylock::{Error, Lock, LockGuard};
-use tokio::process::{Child, Command};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::time::Instant;
 
 use crate::exit::{Failure, code, one_line};
+use crate::job::{Job, become_subreaper};
 
 /// What `pylock run` was asked to do.
 #[derive(Debug)]
@@ -27,6 +30,37 @@ pub(crate) struct RunCommand {
     pub(crate) quiet: bool,
 }
 
+/// The signals passed on to the job: a service manager's stop (TERM), Ctrl-C (INT), a
+/// terminal closing or an ssh drop (HUP), and Ctrl-\\ (QUIT).
+struct Forwarded {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+impl Forwarded {
+    fn listen() -> Result<Self, Failure> {
+        let listen = |kind| signal(kind).map_err(signal_failure);
+        Ok(Forwarded {
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+            hangup: listen(SignalKind::hangup())?,
+            quit: listen(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal to pass on.
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.terminate.recv() => Signal::SIGTERM,
+            _ = self.interrupt.recv() => Signal::SIGINT,
+            _ = self.hangup.recv() => Signal::SIGHUP,
+            _ = self.quit.recv() => Signal::SIGQUIT,
+        }
+    }
+}
+
 impl RunCommand {
     fn say(&self, message: &str) {
         if !self.quiet {
@@ -36,75 +70,105 @@ impl RunCommand {
 
     /// Runs the command under the lock; the exit code to leave with.
     pub(crate) async fn run(self) -> Result<u8, Failure> {
-        let guard = self.acquire().await?;
-        let fence = guard.fence();
         let (program, args) = self
             .command
             .split_first()
             .ok_or_else(|| Failure::new(code::USAGE, "no command to run after --"))?;
-        let mut command = Command::new(program);
-        command.args(args).env("PYLOCK_KEY", &self.key);
-        if let Some(fence) = fence {
-            command.env("PYLOCK_FENCE", fence.to_string());
-        }
-        let mut child = command
-            .spawn()
-            .map_err(|e| Failure::new(code::CANNOT_RUN, format!("cannot run {program:?}: {e}")))?;
+        // Listen before the command starts: a signal in between must not kill this process
+        // while its job runs on.
+        let mut signals = Forwarded::listen()?;
+        become_subreaper();
 
-        let mut terminate = signal(SignalKind::terminate()).map_err(signal_failure)?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_failure)?;
-        tokio::select! {
-            status = child.wait() => {
-                let status = status.map_err(|e| Failure::new(code::ERROR, format!("waiting for the command: {e}")))?;
-                self.release(guard, exit_code(status)).await
-            }
-            reason = guard.lost() => {
-                self.say(&format!(
-                    "lost the lock {:?} ({reason:?}) while the command ran; stopping it",
-                    self.key
-                ));
-                self.stop(&mut child).await;
-                drop(guard);
-                Ok(code::LOST)
-            }
-            _ = terminate.recv() => self.forward(Signal::SIGTERM, &mut child, guard).await,
-            _ = interrupt.recv() => self.forward(Signal::SIGINT, &mut child, guard).await,
+        let guard = self.acquire().await?;
+        let mut env = vec![("PYLOCK_KEY", self.key.clone())];
+        if let Some(fence) = guard.fence() {
+            env.push(("PYLOCK_FENCE", fence.to_string()));
         }
+        let mut job = match Job::start(program, args, &env) {
+            Ok(job) => job,
+            Err(failure) => {
+                // Nothing ran: the lock is not needed for its TTL.
+                let _ = guard.release().await;
+                return Err(failure);
+            }
+        };
+
+        let status = loop {
+            tokio::select! {
+                status = job.wait() => break status?,
+                reason = guard.lost() => {
+                    self.say(&format!(
+                        "lost the lock {:?} ({reason:?}) while the command ran; stopping it",
+                        self.key
+                    ));
+                    self.stop(&mut job).await;
+                    drop(guard);
+                    return Ok(code::LOST);
+                }
+                received = signals.next() => {
+                    // The job decides how to end; the lock stays renewed until it has.
+                    job.signal(received);
+                }
+            }
+        };
+        if job.left_behind() {
+            self.say("the command left processes behind; stopping them before releasing the lock");
+            self.stop(&mut job).await;
+        }
+        self.release(guard, exit_code(status)).await
     }
 
+    /// Gets the lock within `--timeout`: one attempt first (so that the wait can be announced),
+    /// then the library's wait, which also retries a server that is briefly unreachable.
     async fn acquire(&self) -> Result<LockGuard, Failure> {
-        if let Some(guard) = self.lock.try_acquire().await? {
-            return Ok(guard);
-        }
+        let started = Instant::now();
+        let first = match self.lock.try_acquire().await {
+            Ok(Some(guard)) => return Ok(guard),
+            Ok(None) => None,
+            Err(error) if error.is_transient() && !self.timeout.is_zero() => Some(error),
+            Err(error) => return Err(error.into()),
+        };
         if self.timeout.is_zero() {
             return Err(Failure::new(
                 code::TIMEOUT,
                 format!("lock {:?} is held by someone else (timeout 0)", self.key),
             ));
         }
-        let holder = match self.lock.inspect().await {
-            Ok(Some(holder)) => match holder.remaining {
-                Some(remaining) => format!(", which has {:.1} s left", remaining.as_secs_f64()),
-                None => String::new(),
-            },
-            _ => String::new(),
-        };
-        self.say(&format!(
-            "waiting up to {:.1} s for lock {:?}, held by someone else{holder}",
-            self.timeout.as_secs_f64(),
-            self.key
-        ));
-        match self.lock.acquire().await {
+        match &first {
+            Some(error) => self.say(&format!(
+                "{}; retrying for up to {:.1} s",
+                one_line(error),
+                self.timeout.as_secs_f64()
+            )),
+            None => {
+                let holder = match self.lock.inspect().await {
+                    Ok(Some(holder)) => match holder.remaining {
+                        Some(remaining) => {
+                            format!(", which has {:.1} s left", remaining.as_secs_f64())
+                        }
+                        None => String::new(),
+                    },
+                    _ => String::new(),
+                };
+                self.say(&format!(
+                    "waiting up to {:.1} s for lock {:?}, held by someone else{holder}",
+                    self.timeout.as_secs_f64(),
+                    self.key
+                ));
+            }
+        }
+        let remaining = self.timeout.saturating_sub(started.elapsed());
+        match self.lock.clone().timeout(remaining).acquire().await {
             Ok(guard) => {
                 self.say(&format!("got lock {:?}", self.key));
                 Ok(guard)
             }
-            Err(Error::Timeout { waited, .. }) => Err(Failure::new(
+            Err(Error::Timeout { .. }) => Err(Failure::new(
                 code::TIMEOUT,
                 format!(
                     "lock {:?} still held by someone else after {:.1} s; giving up",
                     self.key,
-                    waited.as_secs_f64()
+                    started.elapsed().as_secs_f64()
                 ),
             )),
             Err(error) => Err(error.into()),
@@ -129,40 +193,14 @@ impl RunCommand {
         }
     }
 
-    /// Passes a signal this process got on to the command, waits for it, and releases.
-    async fn forward(
-        &self,
-        signal: Signal,
-        child: &mut Child,
-        guard: LockGuard,
-    ) -> Result<u8, Failure> {
-        send(child, signal);
-        let status = child
-            .wait()
-            .await
-            .map_err(|e| Failure::new(code::ERROR, format!("waiting for the command: {e}")))?;
-        self.release(guard, exit_code(status)).await
-    }
-
-    /// The termination signal, then SIGKILL if the command outlives the grace period.
-    async fn stop(&self, child: &mut Child) {
-        send(child, self.term_signal);
-        if tokio::time::timeout(self.grace, child.wait())
-            .await
-            .is_err()
-        {
+    /// The termination signal to the whole group, then SIGKILL after the grace period.
+    async fn stop(&self, job: &mut Job) {
+        if job.stop(self.term_signal, self.grace).await {
             self.say(&format!(
-                "the command outlived the {:.1} s grace period; killing it",
+                "the command outlived the {:.1} s grace period; killed it",
                 self.grace.as_secs_f64()
             ));
-            let _ = child.kill().await;
         }
-    }
-}
-
-fn send(child: &Child, signal: Signal) {
-    if let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) {
-        let _ = kill(Pid::from_raw(pid), signal);
     }
 }
 

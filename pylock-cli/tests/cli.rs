@@ -321,7 +321,8 @@ async fn exit_codes_messages_and_operator_commands() {
         "{said}"
     );
 
-    // An unreachable server: one line, no backtrace.
+    // An unreachable server: retried within the timeout (said once), then one line, no
+    // backtrace.
     let down = output(pylock("redis://127.0.0.1:1?connect_timeout=200ms").args([
         "run",
         "--timeout",
@@ -334,7 +335,193 @@ async fn exit_codes_messages_and_operator_commands() {
     assert_eq!(down.status.code(), Some(70), "{}", text(&down));
     let said = String::from_utf8_lossy(&down.stderr);
     assert!(
-        said.contains("unavailable") && said.lines().count() == 1,
+        said.contains("unavailable")
+            && said.lines().count() == 2
+            && said.lines().all(|line| line.starts_with("pylock: ")),
         "{said}"
     );
+}
+
+/// Whether `pid` runs (a zombie, dead but not yet reaped, does not).
+fn running(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+            Some(state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
+/// Waits up to `limit` for every pid to stop running; the ones still running.
+async fn still_running(pids: &[String], limit: Duration) -> Vec<String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left: Vec<String> = pids.iter().filter(|p| running(p)).cloned().collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A job of a shell and a grandchild that write their pids, then sleep a long time.
+fn job_with_grandchild(dir: &Path) -> String {
+    format!(
+        "echo $$ > {0}/child.pid; sh -c 'echo $$ > {0}/grandchild.pid; sleep 60'; sleep 60",
+        dir.display()
+    )
+}
+
+async fn job_pids(dir: &Path) -> Vec<String> {
+    vec![
+        wait_for_file(&dir.join("child.pid")).await,
+        wait_for_file(&dir.join("grandchild.pid")).await,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_and_its_grandchildren_die_with_pylock_however_it_dies() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    for (how, expected_exit) in [("-KILL", None), ("-HUP", Some(129)), ("-QUIT", Some(131))] {
+        let dir = scratch(&format!("dies{how}"));
+        let key = format!("dies{how}-{}", std::process::id());
+        let mut holder = pylock(server.url())
+            .args(["-q", "run", "--expires", "30", &key, "--", "sh", "-c"])
+            .arg(job_with_grandchild(&dir))
+            .spawn()
+            .expect("spawn");
+        let pids = job_pids(&dir).await;
+        signal(holder.id().expect("pid"), how);
+        let status = tokio::time::timeout(Duration::from_secs(20), holder.wait())
+            .await
+            .expect("pylock ends")
+            .expect("wait");
+        let left = still_running(&pids, Duration::from_secs(5)).await;
+        assert!(
+            left.is_empty(),
+            "after kill {how} of pylock, {left:?} still run unprotected"
+        );
+        if let Some(code) = expected_exit {
+            // A catchable signal is passed on to the job, and the lock is released after it.
+            assert_eq!(status.code(), Some(code), "{how}");
+            let status = output(pylock(server.url()).args(["status", &key])).await;
+            assert!(text(&status).contains("free"), "{how}: {}", text(&status));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_lock_stops_the_whole_job_not_just_its_first_process() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let dir = scratch("lost-group");
+    let key = format!("lost-group-{}", std::process::id());
+    let mut holder = pylock(server.url())
+        .args([
+            "-q",
+            "run",
+            "--expires",
+            "1",
+            "--max-hold",
+            "1.5",
+            "--grace",
+            "1",
+            &key,
+        ])
+        .args(["--", "sh", "-c"])
+        .arg(job_with_grandchild(&dir))
+        .spawn()
+        .expect("spawn");
+    let pids = job_pids(&dir).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), holder.wait())
+        .await
+        .expect("pylock ends")
+        .expect("wait");
+    assert_eq!(status.code(), Some(LOST));
+    // pylock returns only once the group is gone.
+    let left = still_running(&pids, Duration::ZERO).await;
+    assert!(left.is_empty(), "{left:?} outlived the lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_left_behind_are_stopped_before_the_lock_is_released() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let dir = scratch("left-behind");
+    let key = format!("left-behind-{}", std::process::id());
+    let script = format!(
+        "sh -c 'echo $$ > {}/grandchild.pid; exec sleep 60' & sleep 0.3",
+        dir.display()
+    );
+    let run = output(
+        pylock(server.url())
+            .args(["run", "--grace", "1", &key, "--", "sh", "-c"])
+            .arg(script),
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(
+        text(&run).contains("left processes behind"),
+        "{}",
+        text(&run)
+    );
+    let grandchild = wait_for_file(&dir.join("grandchild.pid")).await;
+    assert!(
+        !running(&grandchild),
+        "the background process outlived the lock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_cannot_start_releases_the_lock_at_once() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let key = format!("cannot-start-{}", std::process::id());
+    let not_executable = scratch("cannot-start").join("not-executable");
+    std::fs::write(&not_executable, "#!/bin/sh\n").expect("write");
+    let not_executable = not_executable.display().to_string();
+    for (command, code) in [
+        ("/nonexistent/command", 127),
+        (not_executable.as_str(), 126),
+    ] {
+        let run =
+            output(pylock(server.url()).args(["run", "--expires", "60", &key, "--", command]))
+                .await;
+        assert_eq!(run.status.code(), Some(code), "{}", text(&run));
+        assert!(text(&run).contains("cannot run"), "{}", text(&run));
+        let status = output(pylock(server.url()).args(["status", &key])).await;
+        assert!(
+            text(&status).contains("free"),
+            "{command}: {}",
+            text(&status)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_briefly_unreachable_server_is_retried_within_the_timeout() {
+    let Some(mut server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let key = format!("outage-{}", std::process::id());
+    server.stop().await;
+    let run = pylock(server.url())
+        .args(["run", "--timeout", "30", &key, "--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.start_again().await;
+    let run = tokio::time::timeout(Duration::from_secs(40), run.wait_with_output())
+        .await
+        .expect("pylock ends")
+        .expect("wait");
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(text(&run).contains("retrying"), "{}", text(&run));
 }
