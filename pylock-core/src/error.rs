@@ -113,6 +113,16 @@ pub enum Error {
         source: BoxError,
     },
 
+    /// An operator's tool (`inspect`, `force_release`) found something at the lock's key that
+    /// is not a lock of pylock's (another type, another value, no TTL), and left it alone.
+    #[error("key {key:?} holds {found}, not a pylock lock; it was left alone")]
+    NotALock {
+        /// The key on the server.
+        key: String,
+        /// What the key holds instead.
+        found: String,
+    },
+
     /// The backend cannot do this (for example inspecting a lock on a backend without
     /// [`Capabilities::inspection`](crate::Capabilities::inspection)).
     #[error("the {backend} backend cannot {operation}")]

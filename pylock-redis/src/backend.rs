@@ -12,7 +12,7 @@ use crate::calls::{CallError, Calls};
 use crate::coalesce::{Coalescer, Item};
 use crate::config::RedisConfig;
 use crate::errors::timed_out;
-use crate::keys::{fence_key, notice_channel};
+use crate::keys::{FENCE_SUFFIX, fence_key, is_internal, notice_channel};
 use crate::notices::Notices;
 use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, RELEASE};
 
@@ -29,8 +29,9 @@ const IN_FLIGHT_BEFORE_BATCHING: usize = 8;
 ///   held, also returns the holder's remaining TTL in the same round trip.
 /// - Release and extend compare the owner token inside a script; release announces itself on
 ///   a pub/sub channel so waiters wake in about one round trip.
-/// - Fencing tokens come from a per-lock counter key in the lock's cluster slot (opt out with
-///   `?fencing=false`, which also saves that key).
+/// - Fencing tokens come from the server's clock and a per-lock counter key in the lock's
+///   cluster slot that lives as long as the lock (opt out with `?fencing=false`, which also
+///   saves that key); see the crate docs for what they survive.
 /// - Under load, concurrent acquires (and releases) of different locks are sent as one
 ///   script call: the server's time per script, not the commands in it, is what limits a
 ///   busy client. An uncontended call is never held back.
@@ -223,6 +224,7 @@ impl LockBackend for RedisBackend {
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
+        check_not_internal(key)?;
         let reply = self
             .acquires
             .call(AcquireItem {
@@ -268,7 +270,11 @@ impl LockBackend for RedisBackend {
             .calls
             .run(
                 "extending a lock",
-                EXTEND.key(key).arg(token.to_hex()).arg(millis(ttl)),
+                EXTEND
+                    .key(key)
+                    .key(fence_key(key))
+                    .arg(token.to_hex())
+                    .arg(millis(ttl)),
             )
             .await?;
         if extended == 1 {
@@ -282,31 +288,64 @@ impl LockBackend for RedisBackend {
     }
 
     async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
-        let reply: Vec<i64> = self
+        check_not_internal(key)?;
+        let context = "inspecting a lock";
+        let reply: Vec<Value> = self
             .calls
-            .run("inspecting a lock", INSPECT.key(key).key(fence_key(key)))
+            .run(context, INSPECT.key(key).key(fence_key(key)))
             .await?;
-        Ok(match reply.as_slice() {
-            [1, pttl, fence] => Some(Holder::new(
-                u64::try_from(*pttl).ok().map(Duration::from_millis),
-                u64::try_from(*fence)
+        let [found, pttl, fence] = operator_reply(reply, key, context, self.calls.server())?;
+        Ok((found == 1).then(|| {
+            Holder::new(
+                u64::try_from(pttl).ok().map(Duration::from_millis),
+                u64::try_from(fence)
                     .ok()
                     .filter(|f| self.config.fencing && *f > 0),
-            )),
-            _ => None,
-        })
+            )
+        }))
     }
 
     async fn force_release(&self, key: &str) -> Result<bool> {
-        let released: i64 = self
+        check_not_internal(key)?;
+        let context = "forcing a release";
+        let reply: Vec<Value> = self
             .calls
-            .run(
-                "forcing a release",
-                FORCE_RELEASE.key(key).arg(notice_channel(key)),
-            )
+            .run(context, FORCE_RELEASE.key(key).arg(notice_channel(key)))
             .await?;
+        let [released, ..] = operator_reply(reply, key, context, self.calls.server())?;
         Ok(released == 1)
     }
+}
+
+/// Refuses lock names that would address pylock's own keys (the fence counters): with an
+/// empty key prefix, a lock named `{pylock:a}:pylock-fence` would be lock `a`'s counter.
+fn check_not_internal(key: &str) -> Result<()> {
+    if is_internal(key) {
+        return Err(pylock_core::Error::InvalidKey {
+            key: key.to_owned(),
+            reason: format!("names ending in {FENCE_SUFFIX:?} are pylock's fencing counters"),
+        });
+    }
+    Ok(())
+}
+
+/// The integers of an operator's script reply (`INSPECT`, `FORCE_RELEASE`), padded with
+/// zeros; a first integer of -1 means the key holds something else, described by a string.
+fn operator_reply(reply: Vec<Value>, key: &str, context: &str, server: &str) -> Result<[i64; 3]> {
+    if let [Value::Int(-1), what, ..] = reply.as_slice() {
+        let found = redis::from_redis_value_ref::<String>(what)
+            .unwrap_or_else(|_| "something else".to_owned());
+        return Err(pylock_core::Error::NotALock {
+            key: key.to_owned(),
+            found,
+        });
+    }
+    let padded = reply
+        .into_iter()
+        .chain(std::iter::repeat(Value::Int(0)))
+        .take(3)
+        .collect();
+    integers(Ok(padded), context, server)
 }
 
 #[cfg(test)]

@@ -51,7 +51,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `db` | `0` | database number (or `/N` as the path); not for clusters |
 /// | `connect_timeout` | `1s` | longest wait for a connection (`250ms`, `2s`, `1.5`) |
 /// | `response_timeout` | `1s` | longest wait for a reply |
-/// | `fencing` | `true` | give fencing tokens (keeps one small counter key per lock name) |
+/// | `fencing` | `true` | give fencing tokens (one small counter key per held lock, with its TTL) |
 /// | `wait_replicas` | none | after each acquire and extend, `WAIT` for this many replicas |
 /// | `wait_timeout` | `100ms` | how long that `WAIT` may take |
 #[derive(Clone)]

@@ -5,9 +5,17 @@
 //! `{...}` of a name when there is one (a "hash tag"); so a name derived from a key with a hash
 //! tag keeps it, and one derived from a key without gets the whole key as its tag.
 
+/// What the name of every fencing counter ends with. Lock names may not.
+pub const FENCE_SUFFIX: &str = ":pylock-fence";
+
 /// The key of the fencing counter of `key`.
 pub fn fence_key(key: &str) -> String {
-    sibling(key, ":pylock-fence")
+    sibling(key, FENCE_SUFFIX)
+}
+
+/// Whether `key` could be one of pylock's own keys rather than a lock.
+pub fn is_internal(key: &str) -> bool {
+    key.ends_with(FENCE_SUFFIX)
 }
 
 /// The pub/sub channel on which releases of `key` are announced.

@@ -18,7 +18,7 @@
 //! How each operation works (all atomic on the server, see [`RedisBackend`]):
 //!
 //! - acquire: `SET key token NX PX ms` in a script that also returns the holder's `PTTL`
-//!   when the key is taken, and increments the lock's fencing counter when it is not;
+//!   when the key is taken, and gives the next fencing token when it is not;
 //! - release: `if GET key == token then DEL key`, in a script, which also publishes on the
 //!   lock's channel if a waiter marked the lock;
 //! - extend: `if GET key == token then PEXPIRE key ms`, in a script;
@@ -62,15 +62,22 @@
 //! reported as `Error::Unavailable`; an acknowledged lock survives the failover of its master
 //! (tested). `WAIT` still does not make Redis strongly consistent: a failover that promotes
 //! a replica which had not yet received the write (a second failure, or a manual failover
-//! choosing a lagging replica) can lose it, and the fencing counter can go back with it. For
+//! choosing a lagging replica) can lose it. For
 //! locks that must survive any single failure, use Redlock over independent masters, or give
 //! the protected resource fencing.
 //!
-//! Fencing tokens: each lock name has a counter key (`{<key>}:pylock-fence`, no TTL) that
-//! the acquire script increments. It is never deleted by pylock, so tokens keep increasing
-//! across releases, expiries and eviction of the lock key; under an `allkeys-*` eviction
-//! policy the counter itself could be evicted, so use a `volatile-*` policy (or none) when
-//! you rely on fencing.
+//! Fencing tokens: the fence of an acquire is the larger of the lock's counter plus one and
+//! the server's clock in microseconds (`TIME`), and the counter (`{<key>}:pylock-fence`, in
+//! the lock's slot) is set to it with the lock's TTL. So fences strictly increase per lock
+//! across releases, expiries, eviction of the lock or its counter, `FLUSHALL`, a restart
+//! without persistence and a failover (all tested), and no counter outlives its lock by more
+//! than one TTL. The one assumption left: the server's clock does not go back, and a promoted
+//! replica's clock is not behind its old master's by more than the failover took (seconds, so
+//! NTP-synchronised clocks are plenty). Lock names ending in `:pylock-fence` are refused, so
+//! that no name can address a counter.
+//!
+//! Operators' tools (`inspect`, `force_release`) act only on keys that hold a lock of ours (a
+//! string of an owner token, with a TTL); anything else is `Error::NotALock` and left alone.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 // Library code returns errors and logs through `tracing`; tests may unwrap and print.

@@ -12,33 +12,53 @@ use redis::Script;
 /// the TTL in ms for each lock. Replies two integers per lock, in order: `1, fence` or
 /// `0, pttl` (fence 0 when not fencing; pttl -1 for a key without TTL).
 ///
-/// One atomic `SET NX PX`; on success the fence counter (a key without TTL, so it survives the
-/// lock's expiry and eviction) is incremented. If the key already holds our token, an earlier
-/// attempt of this same acquire succeeded but its reply was lost: the hold is ours, with a new
-/// TTL and its fence. Otherwise the reply carries the holder's remaining TTL, so the waiter
-/// knows the longest it may have to wait, in the same round trip.
+/// One atomic `SET NX PX`. On success, the fence is the larger of the counter plus one and
+/// the server's clock in microseconds (`TIME`), and the counter is set to it with the lock's
+/// TTL. The clock is what keeps fences increasing when the counter is gone (a restart without
+/// persistence, `FLUSHALL`, eviction, its TTL): a later acquire reads a later clock. The
+/// counter only orders acquires within one microsecond, so it may expire, and does: no key
+/// outlives its lock by more than the lock's TTL. What remains assumed: the server's clock
+/// does not go back (and a promoted replica's clock is not behind its old master's by more
+/// than the failover took).
+///
+/// If the key already holds our token, an earlier attempt of this same acquire succeeded but
+/// its reply was lost: the hold is ours, with a new TTL and its fence. Otherwise the reply
+/// carries the holder's remaining TTL, so the waiter knows the longest it may have to wait,
+/// in the same round trip.
 ///
 /// A failed attempt also marks the lock as waited for, by appending `+` to the holder's token
 /// (`APPEND` keeps the TTL): only then does its release publish a notice. Most releases have
 /// no waiter, and `PUBLISH` (on a cluster, sent to every node) is a good part of a release's
 /// cost. A waiter subscribes before the attempt that marks, so it hears the release.
 ///
-/// Running it again for the
-/// same tokens gives the same answers, which is what lets a batch that failed part-way (a key
-/// of another type) be retried lock by lock.
+/// Running it again for the same tokens gives the same answers, which is what lets a batch
+/// that failed part-way (a key of another type) be retried lock by lock.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local replies = {}
 local fencing = ARGV[1] == '1'
+local clock = 0
+if fencing then
+  local now = redis.call('TIME')
+  clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
+end
 for i = 1, #KEYS / 2 do
   local lock, fence, token, ttl = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], ARGV[2 * i + 1]
   if redis.call('SET', lock, token, 'NX', 'PX', ttl) then
-    replies[2 * i - 1], replies[2 * i] = 1, fencing and redis.call('INCR', fence) or 0
+    local given = 0
+    if fencing then
+      given = math.max(tonumber(redis.call('GET', fence) or '0') + 1, clock)
+      redis.call('SET', fence, string.format('%d', given), 'PX', ttl)
+    end
+    replies[2 * i - 1], replies[2 * i] = 1, given
   else
     local holder = redis.call('GET', lock)
     if holder == token or holder == token .. '+' then
       redis.call('PEXPIRE', lock, ttl)
+      if fencing then
+        redis.call('PEXPIRE', fence, ttl)
+      end
       replies[2 * i - 1], replies[2 * i] = 1, tonumber(redis.call('GET', fence) or '0')
     else
       if holder and #holder == #token then
@@ -88,15 +108,17 @@ return held
     )
 });
 
-/// Extend. KEYS: lock. ARGV: token, TTL in ms.
+/// Extend. KEYS: lock, its fence counter. ARGV: token, TTL in ms.
 ///
-/// Sets a new TTL only if the lock still holds our token, marked or not. Replies 1 if we held
-/// it.
+/// Sets a new TTL only if the lock still holds our token, marked or not, on the lock and on
+/// its fence counter (so that `inspect` shows the fence for as long as the lock is held).
+/// Replies 1 if we held it.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local holder = redis.call('GET', KEYS[1])
 if holder == ARGV[1] or holder == ARGV[1] .. '+' then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
@@ -104,33 +126,63 @@ return 0
     )
 });
 
-/// Inspect. KEYS: lock, fence counter. Replies `{0}` for a free lock, or `{1, pttl, fence}`
-/// (pttl -1 for a key without TTL; fence 0 when fencing is off). For operators only: the
-/// answer may be stale when it arrives.
-pub static INSPECT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl == -2 then
-  return {0}
+/// Whether the value at KEYS[1] is a lock of ours: a string of 32 lowercase hex digits (an
+/// owner token), maybe marked by a trailing `+`, with a TTL. Defines `shape(key)`, which
+/// replies `'none'`, `'lock'` or what else the key holds; shared by the operators' scripts,
+/// which must never touch a key that is not a lock.
+const SHAPE: &str = r"
+local function shape(key)
+  local kind = redis.call('TYPE', key)['ok']
+  if kind == 'none' then
+    return 'none'
+  elseif kind ~= 'string' then
+    return 'a ' .. kind
+  end
+  local value = redis.call('GET', key)
+  local token = string.match(value, '^(%x+)%+?$')
+  if not token or #token ~= 32 or string.find(token, '%u') then
+    return 'a string that is not an owner token'
+  elseif redis.call('PTTL', key) < 0 then
+    return 'a string without a TTL'
+  end
+  return 'lock'
 end
-return {1, pttl, tonumber(redis.call('GET', KEYS[2]) or '0')}
-",
-    )
+";
+
+/// Inspect. KEYS: lock, fence counter. Replies `{0}` for a free lock, `{1, pttl, fence}` for
+/// a held one (fence 0 when fencing is off or unknown), or `{-1, what}` for a key that holds
+/// something else. For operators only: the answer may be stale when it arrives.
+pub static INSPECT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{SHAPE}
+local found = shape(KEYS[1])
+if found == 'none' then
+  return {{0}}
+elseif found ~= 'lock' then
+  return {{-1, found}}
+end
+return {{1, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}}
+"
+    ))
 });
 
 /// Forced release. KEYS: lock. ARGV: notice channel.
 ///
-/// Deletes the lock whoever holds it (an operator's action) and wakes waiters. Replies 1 if
-/// there was a lock.
+/// Deletes the lock whoever holds it (an operator's action) and wakes waiters, if the key
+/// holds a lock of ours. Replies `{1}` if there was a lock, `{0}` if not, `{-1, what}` for a
+/// key that holds something else, which is left alone.
 pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-if redis.call('DEL', KEYS[1]) == 1 then
-  redis.call('PUBLISH', ARGV[1], '')
-  return 1
+    Script::new(&format!(
+        r"{SHAPE}
+local found = shape(KEYS[1])
+if found == 'none' then
+  return {{0}}
+elseif found ~= 'lock' then
+  return {{-1, found}}
 end
-return 0
-",
-    )
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[1], '')
+return {{1}}
+"
+    ))
 });

@@ -139,3 +139,29 @@ async fn a_killed_master_is_replaced_and_acknowledged_locks_survive() {
     eprintln!("the cluster healed {healed_after:?} after the master was killed");
     drop(cluster);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_keep_increasing_when_a_master_restarts_empty() {
+    let Some(mut cluster) = cluster(3, 0).await else {
+        return;
+    };
+    let locks = locks(&cluster.url());
+    let lock = locks
+        .lock("fenced-on-a-cluster")
+        .timeout(Duration::from_secs(30));
+    let guard = lock.acquire().await.expect("acquire");
+    let before = guard.fence().expect("fence");
+    let master = cluster.master_of(guard.server_key());
+    guard.release().await.expect("release");
+
+    // Killed and started again at once, without persistence: the master comes back empty,
+    // its counters gone, and still master of its slots.
+    tokio::task::block_in_place(|| {
+        cluster.restart(master);
+        cluster.wait_until_healthy();
+    });
+    let guard = lock.acquire().await.expect("acquire after the restart");
+    let after = guard.fence().expect("fence");
+    assert!(after > before, "fence {after} after {before}");
+    guard.release().await.expect("release");
+}

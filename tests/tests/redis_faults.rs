@@ -361,3 +361,127 @@ async fn a_paused_holder_loses_its_lock_to_a_higher_fence_and_changes_nothing() 
         .await
         .expect("the new holder still holds it");
 }
+
+/// Acquires and releases `lock` once; its fence.
+async fn fence_of(lock: &pylock::Lock) -> u64 {
+    let guard = lock.acquire().await.expect("acquire");
+    let fence = guard.fence().expect("fence");
+    guard.release().await.expect("release");
+    fence
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_keep_increasing_across_restarts_flushes_and_a_lost_counter() {
+    let Some(mut server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let locks = locks(server.url());
+    let lock = locks
+        .lock("fenced")
+        .expires(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10));
+    let mut last = 0;
+    let mut next = |fence: u64, after: &str| {
+        assert!(fence > last, "fence {fence} after {last}, after {after}");
+        last = fence;
+    };
+    for _ in 0..20 {
+        next(fence_of(&lock).await, "a release");
+    }
+
+    // The counter's key is not kept forever: it lives as long as the lock.
+    let guard = lock.acquire().await.expect("acquire");
+    next(guard.fence().expect("fence"), "a release");
+    let mut raw = raw_redis(server.url()).await;
+    let counter = pylock::redis::keys::fence_key(guard.server_key());
+    let ttl: i64 = raw.pttl(&counter).await.expect("PTTL");
+    assert!(ttl > 0 && ttl <= 5000, "the counter's TTL is {ttl} ms");
+    guard.release().await.expect("release");
+
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut raw)
+        .await
+        .expect("FLUSHALL");
+    next(fence_of(&lock).await, "FLUSHALL");
+
+    let _: i64 = raw.del(&counter).await.expect("DEL");
+    next(fence_of(&lock).await, "the counter's loss");
+
+    // A restart without persistence: the server comes back empty.
+    server.restart().await;
+    next(fence_of(&lock).await, "a restart");
+    next(fence_of(&lock).await, "a release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_tools_touch_only_locks_and_names_cannot_reach_internal_keys() {
+    let Some(server) = TestServer::start(Kind::Redis, Needs::any()).await else {
+        return;
+    };
+    let prefix = format!("ops:{}:", std::process::id());
+    let locks = locks(server.url()).key_prefix(prefix.clone());
+    let mut raw = raw_redis(server.url()).await;
+
+    // Keys that are not locks of ours: another type, another value, no TTL.
+    let _: i64 = raw
+        .rpush(format!("{prefix}list"), "x")
+        .await
+        .expect("RPUSH");
+    let _: () = raw
+        .set(format!("{prefix}text"), "hello")
+        .await
+        .expect("SET");
+    let token_like = "0123456789abcdef0123456789abcdef";
+    let _: () = raw
+        .set(format!("{prefix}forever"), token_like)
+        .await
+        .expect("SET");
+    for name in ["list", "text", "forever"] {
+        let lock = locks.lock(name);
+        let seen = lock.inspect().await;
+        assert!(
+            matches!(seen, Err(Error::NotALock { .. })),
+            "{name}: {seen:?}"
+        );
+        let forced = lock.force_release().await;
+        assert!(
+            matches!(forced, Err(Error::NotALock { .. })),
+            "{name}: {forced:?}"
+        );
+        let exists: i64 = raw.exists(format!("{prefix}{name}")).await.expect("EXISTS");
+        assert_eq!(exists, 1, "{name} was left alone");
+    }
+
+    // A real lock is still seen and forced.
+    let guard = locks.lock("real").acquire().await.expect("acquire");
+    assert!(
+        locks
+            .lock("real")
+            .inspect()
+            .await
+            .expect("inspect")
+            .is_some()
+    );
+    assert!(locks.lock("real").force_release().await.expect("force"));
+    guard.abandon();
+
+    // With an empty prefix, no lock name addresses another lock's fencing counter.
+    let bare = locks.clone().key_prefix("");
+    let held = bare.lock("a").acquire().await.expect("acquire a");
+    let counter = pylock::redis::keys::fence_key("a");
+    for attempt in [
+        bare.lock(counter.as_str())
+            .timeout(Duration::ZERO)
+            .acquire()
+            .await
+            .map(drop),
+        bare.lock(counter.as_str()).force_release().await.map(drop),
+        bare.lock(counter.as_str()).inspect().await.map(drop),
+    ] {
+        assert!(
+            matches!(attempt, Err(Error::InvalidKey { .. })),
+            "{attempt:?}"
+        );
+    }
+    held.release().await.expect("release a");
+}
