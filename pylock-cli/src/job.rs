@@ -150,7 +150,7 @@ impl Job {
     /// Waits until the command has exited and no process of its group is left, up to `limit`.
     /// True if the group is gone.
     async fn gone_within(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let deadline = Instant::now() + limit.min(Duration::from_secs(24 * 60 * 60));
         loop {
             if self.status.is_none()
                 && let Ok(Some(status)) = self.child.try_wait()

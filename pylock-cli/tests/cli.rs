@@ -525,3 +525,33 @@ async fn a_briefly_unreachable_server_is_retried_within_the_timeout() {
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     assert!(text(&run).contains("retrying"), "{}", text(&run));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_urls_are_usage_errors_that_never_show_the_password() {
+    let secret = "Se/cr?e#t@Pw";
+    for (url, code) in [
+        (
+            "redis://127.0.0.1:6379?connect_timeout=1e19&response_timeout=1e19".to_owned(),
+            USAGE,
+        ),
+        (format!("redis:app:{secret}@127.0.0.1:6379"), USAGE),
+        (
+            format!("redis://app:{secret}@127.0.0.1:6379?colour=red"),
+            USAGE,
+        ),
+        (format!("memory://app:{secret}@x"), USAGE),
+        (format!("zookeeper://app:{secret}@x"), USAGE),
+        // Parsed (the password may hold any character), then unreachable.
+        (
+            format!("redis://app:{secret}@127.0.0.1:1?connect_timeout=100ms"),
+            70,
+        ),
+    ] {
+        let run = output(pylock(&url).args(["run", "--timeout", "0.3", "k", "--", "true"])).await;
+        assert_eq!(run.status.code(), Some(code), "{url}: {}", text(&run));
+        let said = text(&run);
+        for part in ["cr?e", "t@Pw", "Se/"] {
+            assert!(!said.contains(part), "{url} showed its password: {said}");
+        }
+    }
+}

@@ -273,11 +273,17 @@ impl Lock {
     /// remaining TTL. Dropping this future (cancelling the acquire) leaves no lock behind: an
     /// attempt whose outcome is unknown is released in the background.
     ///
+    /// The timeout bounds the whole call, whatever the server does (silent, slow, half-open):
+    /// it returns within the timeout plus [`FINAL_ATTEMPT_GRACE`](crate::FINAL_ATTEMPT_GRACE)
+    /// (20 ms, a round trip's chance for the attempt made at the deadline) plus scheduling,
+    /// even when the backend's own response timeout is longer.
+    ///
     /// # Errors
     ///
     /// [`Error::Timeout`] when the lock stayed held; [`Error::InvalidKey`] or
     /// [`Error::InvalidOption`] for bad input; backend errors as they come (a backend that
-    /// stays unreachable until the deadline returns its last [`Error::Unavailable`]).
+    /// stays unreachable until the deadline returns its last [`Error::Unavailable`], or one
+    /// saying it did not answer within the timeout).
     pub async fn acquire(&self) -> Result<LockGuard> {
         match wait::acquire(self.request()?).await? {
             Outcome::Acquired(guard) => Ok(guard),
@@ -288,7 +294,9 @@ impl Lock {
         }
     }
 
-    /// One attempt, no waiting: `Ok(None)` if someone else holds the lock.
+    /// One attempt, no waiting: `Ok(None)` if someone else holds the lock. The attempt is
+    /// bounded by the backend's own call limit (for Redis and memcached, the URL's
+    /// `connect_timeout` plus `response_timeout`, plus 100 ms).
     ///
     /// # Errors
     ///

@@ -4,6 +4,11 @@
 //! Grammar: `scheme://[user[:password]@][host[:port][,host[:port]...]][/path][?k=v&...]`.
 //! Hosts may be bracketed IPv6 literals (`[::1]:6379`). User, password, path and query are
 //! percent-decoded. Each backend interprets the parts in its own `config` module.
+//!
+//! The user information ends at the *last* `@` of the URL, so a password may hold any
+//! character unencoded (`/`, `?`, `#`, `@`, `:`), as people paste them; an `@` in a path or
+//! option value must then be written `%40`. The same rule finds the password to hide in
+//! messages, for any string, parseable or not (see [`redact_url`]).
 
 use std::fmt;
 use std::time::Duration;
@@ -89,6 +94,10 @@ impl ConnectionUrl {
 
         let scheme = scheme_of(url).map_err(|reason| invalid(&reason))?;
         let rest = &url[scheme.len() + 3..];
+        let (userinfo, rest) = match rest.rfind('@') {
+            Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
+            None => (None, rest),
+        };
         if rest.contains('#') {
             return Err(invalid("fragments (#...) are not allowed"));
         }
@@ -96,13 +105,9 @@ impl ConnectionUrl {
             Some((before, query)) => (before, Some(query)),
             None => (rest, None),
         };
-        let (authority, path) = match before_query.find('/') {
+        let (hostlist, path) = match before_query.find('/') {
             Some(slash) => before_query.split_at(slash),
             None => (before_query, ""),
-        };
-        let (userinfo, hostlist) = match authority.rfind('@') {
-            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-            None => (None, authority),
         };
 
         let (username, password) = match userinfo {
@@ -233,6 +238,9 @@ impl fmt::Display for ConnectionUrl {
     }
 }
 
+/// The longest timeout a URL option may give: a day.
+pub const MAX_OPTION_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The query options of a URL, already checked for unknown names. Typed getters parse them.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -266,15 +274,21 @@ impl Options {
             .transpose()
     }
 
-    /// A duration that must be longer than zero (a timeout), or `default` when absent.
+    /// A duration that must be longer than zero and at most [`MAX_OPTION_TIMEOUT`] (a
+    /// timeout), or `default` when absent. The bound keeps every sum of timeouts that a
+    /// backend computes far from overflowing.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidOption`] when the value does not parse or is zero.
+    /// [`Error::InvalidOption`] when the value does not parse, is zero, or is too long.
     pub fn timeout(&self, name: &str, default: Duration) -> Result<Duration> {
         match self.duration(name)? {
             None => Ok(default),
             Some(d) if d.is_zero() => Err(Error::invalid_option(name, "must be longer than zero")),
+            Some(d) if d > MAX_OPTION_TIMEOUT => Err(Error::invalid_option(
+                name,
+                format!("{d:?} is longer than the {MAX_OPTION_TIMEOUT:?} a timeout may be"),
+            )),
             Some(d) => Ok(d),
         }
     }
@@ -313,35 +327,49 @@ impl Options {
     }
 }
 
-/// Replaces the password in `url` (if any) by `***`. Works on malformed URLs too, so that
-/// error messages about them stay clean.
+/// Replaces the password in `url` (if any) by `***`. Works on any string, so that messages
+/// about malformed URLs stay clean too: the user information runs from after `scheme://` (or
+/// `scheme:` when the slashes are missing) to the last `@`, and everything after its first `:`
+/// is hidden; without the slashes, all of it is. It may hide more than the password (an `@`
+/// later in the string), never less.
 pub fn redact_url(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
+    let Some(colon) = url.find(':') else {
         return url.to_owned();
     };
-    let authority_end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
-    let authority = &url[start..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    let (start, slashes) = if url[colon..].starts_with("://") {
+        (colon + 3, true)
+    } else {
+        (colon + 1, false)
+    };
+    let Some(at) = url[start..].rfind('@').map(|at| start + at) else {
         return url.to_owned();
     };
-    match authority[..at].find(':') {
-        Some(colon) => format!("{}***{}", &url[..start + colon + 1], &url[start + at..]),
+    match url[start..at].find(':') {
+        Some(colon) => format!("{}***{}", &url[..start + colon + 1], &url[at..]),
+        None if !slashes => format!("{}***{}", &url[..start], &url[at..]),
         None => url.to_owned(),
     }
 }
 
 /// The lowercased scheme of `url`, checked against RFC 3986's scheme grammar.
 pub(crate) fn scheme_of(url: &str) -> std::result::Result<String, String> {
-    let Some((scheme, _)) = url.split_once("://") else {
-        return Err("expected scheme://..., e.g. memory:// or redis://localhost".to_owned());
+    // The scheme ends at the first `:`, which must start `://`. Looking for `://` anywhere
+    // instead would take a password's `:` for the scheme's.
+    let expected = || "expected scheme://..., e.g. memory:// or redis://localhost".to_owned();
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(expected());
     };
+    if !rest.starts_with("//") {
+        return Err(expected());
+    }
     let mut chars = scheme.chars();
     let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
     if valid {
         Ok(scheme.to_ascii_lowercase())
+    } else if scheme.contains('@') {
+        // Text before an `@` may be a secret.
+        Err("the URL does not start with a valid scheme".to_owned())
     } else {
         Err(format!("{scheme:?} is not a valid URL scheme"))
     }
@@ -566,5 +594,98 @@ mod tests {
         assert_eq!(redact_url("redis://:p@h"), "redis://:***@h");
         assert_eq!(redact_url("redis://u@h/x@y"), "redis://u@h/x@y");
         assert_eq!(redact_url("no scheme"), "no scheme");
+    }
+
+    mod never_panics_nor_leaks {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        /// Every character that has a meaning in a URL, and some that have none.
+        const RESERVED: &str = ":/?#[]@!$&'()*+,;=% \"<>\\^`{|}~\t\n";
+
+        fn password() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    proptest::sample::select(RESERVED.chars().collect::<Vec<_>>()),
+                    any::<char>(),
+                ],
+                0..12,
+            )
+            .prop_map(|chars| format!("Zq{}Xj", chars.into_iter().collect::<String>()))
+        }
+
+        fn shown(url: &str) -> Vec<String> {
+            let mut shown = vec![redact_url(url)];
+            match ConnectionUrl::parse(url) {
+                Ok(parsed) => {
+                    shown.push(format!("{parsed:?}"));
+                    shown.push(parsed.to_string());
+                    shown.push(parsed.invalid("x").to_string());
+                    shown.push(format!("{:?}", parsed.options(&[])));
+                }
+                Err(error) => {
+                    shown.push(error.to_string());
+                    shown.push(format!("{error:?}"));
+                }
+            }
+            shown
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn any_string_parses_or_is_refused(url in ".{0,80}") {
+                let _ = shown(&url);
+            }
+
+            #[test]
+            fn a_password_never_shows(
+                scheme in "(redis|rediss|memcache|redlock|x)",
+                slashes in any::<bool>(),
+                user in "[a-z]{0,4}",
+                password in password(),
+                rest in ".{0,30}",
+            ) {
+                let separator = if slashes { "://" } else { ":" };
+                let url = format!("{scheme}{separator}{user}:{password}@{rest}");
+                for text in shown(&url) {
+                    prop_assert!(!text.contains(&password), "{url:?} showed as {text:?}");
+                }
+            }
+
+            #[test]
+            fn option_values_parse_or_are_refused(value in ".{0,24}") {
+                let url = format!("x://h?v={}", value.replace(['&', '#', '@'], ""));
+                if let Ok(parsed) = ConnectionUrl::parse(&url) {
+                    let options = parsed.options(&["v"]).expect("known");
+                    let _ = options.duration("v");
+                    let _ = options.timeout("v", Duration::from_secs(1));
+                    let _ = options.u64("v");
+                    let _ = options.bool("v");
+                }
+            }
+
+            #[test]
+            fn timeouts_are_bounded(seconds in any::<f64>()) {
+                let url = format!("x://h?t={seconds}");
+                let parsed = ConnectionUrl::parse(&url).expect("parse");
+                if let Ok(timeout) = parsed.options(&["t"]).expect("known").timeout("t", Duration::from_secs(1)) {
+                    prop_assert!(timeout > Duration::ZERO && timeout <= MAX_OPTION_TIMEOUT);
+                }
+            }
+        }
+
+        #[test]
+        fn passwords_with_reserved_characters_are_parsed_and_hidden() {
+            let url = ConnectionUrl::parse("redis://app:Se/cr?e#t@Pw@host:6379/2").expect("parse");
+            assert_eq!(url.password().map(Password::expose), Some("Se/cr?e#t@Pw"));
+            assert_eq!(url.hosts()[0].host, "host");
+            assert_eq!(url.path(), "/2");
+            assert_eq!(url.to_string(), "redis://app:***@host:6379/2");
+            assert_eq!(redact_url("redis:app:pw@h"), "redis:app:***@h");
+            assert_eq!(redact_url("app:pw@h"), "app:***@h");
+        }
     }
 }

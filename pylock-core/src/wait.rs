@@ -9,6 +9,13 @@
 //! 3. Sleep until a release notice, the next backoff step, the holder's remaining TTL, or the
 //!    deadline, whichever is first; then try again. The last attempt happens at the deadline.
 //!
+//! The deadline bounds the whole call: a subscription still unanswered at the deadline is
+//! abandoned there, and an attempt [`FINAL_ATTEMPT_GRACE`] after it (so that the attempt made
+//! at the deadline has a round trip's chance), although a backend's own response timeout may
+//! be longer. So an acquire returns within its timeout plus that grace plus scheduling,
+//! whatever the server does. A timeout of zero means one attempt, bounded by the backend's own
+//! call limit instead.
+//!
 //! All attempts of one acquire use the same owner token, so an attempt whose reply was lost
 //! (the server set the key, the connection dropped) is recognised as ours by the next one.
 //! If the acquire ends without a guard while such an attempt is unsettled (an error, a
@@ -35,6 +42,11 @@ pub(crate) enum Outcome {
     Acquired(LockGuard),
     TimedOut { waited: Duration },
 }
+
+/// How long after the deadline an attempt already sent may still be answered: the last
+/// attempt is made at the deadline, and deserves a round trip. The documented margin of every
+/// acquire's timeout.
+pub const FINAL_ATTEMPT_GRACE: Duration = Duration::from_millis(20);
 
 /// Never sleep less than this between attempts, so a backend reporting a zero remaining TTL
 /// over and over cannot make a waiter spin.
@@ -66,6 +78,9 @@ async fn wait_for(request: Request) -> Result<Outcome> {
             format!("{timeout:?} is too far in the future to wait for"),
         )
     })?;
+    let cutoff = deadline
+        .checked_add(FINAL_ATTEMPT_GRACE)
+        .unwrap_or(deadline);
     let token = Token::generate()?;
 
     let mut notice: Option<ReleaseNotice> = None;
@@ -73,30 +88,43 @@ async fn wait_for(request: Request) -> Result<Outcome> {
     let mut unsettled = Unsettled::new(Arc::clone(&backend), &server_key, token, &key);
     let mut pauses = Pauses::new(locks.settings().retry, token);
     let mut attempts: u32 = 0;
+    // Whether the server ever said the lock was held: at the deadline, that makes the outcome
+    // a timeout rather than an outage.
+    let mut seen_held = false;
     loop {
         attempts += 1;
         let sent_at = Instant::now();
         unsettled.arm();
-        let (error, holder_remaining) =
-            match backend.try_acquire(&server_key, &token, expires).await {
-                Ok(Attempt::Acquired { fence }) => {
-                    unsettled.disarm();
-                    tracing::debug!(
-                        attempts,
-                        waited_us = started.elapsed().as_micros(),
-                        fence,
-                        "pylock: acquired"
-                    );
-                    let hold = Hold::new(backend, key, server_key, token, fence, sent_at, expires);
-                    return Ok(Outcome::Acquired(LockGuard::new(hold, renewal)));
-                }
-                Ok(Attempt::Held { remaining }) => {
-                    unsettled.disarm();
-                    (None, remaining)
-                }
-                Err(error) if error.is_transient() => (Some(error), None),
-                Err(error) => return Err(error),
-            };
+        let attempt = backend.try_acquire(&server_key, &token, expires);
+        let attempt = if timeout.is_zero() {
+            attempt.await
+        } else {
+            match tokio::time::timeout_at(cutoff, attempt).await {
+                Ok(attempt) => attempt,
+                // Unanswered in time: `unsettled` gives back whatever it got.
+                Err(_) => return gave_up(started, attempts, seen_held, backend.name(), timeout),
+            }
+        };
+        let (error, holder_remaining) = match attempt {
+            Ok(Attempt::Acquired { fence }) => {
+                unsettled.disarm();
+                tracing::debug!(
+                    attempts,
+                    waited_us = started.elapsed().as_micros(),
+                    fence,
+                    "pylock: acquired"
+                );
+                let hold = Hold::new(backend, key, server_key, token, fence, sent_at, expires);
+                return Ok(Outcome::Acquired(LockGuard::new(hold, renewal)));
+            }
+            Ok(Attempt::Held { remaining }) => {
+                unsettled.disarm();
+                seen_held = true;
+                (None, remaining)
+            }
+            Err(error) if error.is_transient() => (Some(error), None),
+            Err(error) => return Err(error),
+        };
 
         let now = Instant::now();
         if now >= deadline {
@@ -112,7 +140,11 @@ async fn wait_for(request: Request) -> Result<Outcome> {
         }
         if !subscribed && backend.capabilities().notifications {
             subscribed = true;
-            notice = subscribe(backend.as_ref(), &server_key).await?;
+            // A subscription unanswered at the deadline means polling; the attempt that
+            // follows ends the call.
+            notice = tokio::time::timeout_at(deadline, subscribe(backend.as_ref(), &server_key))
+                .await
+                .unwrap_or(Ok(None))?;
             if notice.is_some() {
                 // Try again at once: a release between the last attempt and the subscription
                 // sent its notice to nobody.
@@ -132,6 +164,34 @@ async fn wait_for(request: Request) -> Result<Outcome> {
             }
             None => tokio::time::sleep(pause).await,
         }
+    }
+}
+
+/// The end of an acquire whose last attempt was still unanswered at the deadline: a timeout
+/// if the lock was seen held, otherwise the server did not answer in time.
+fn gave_up(
+    started: Instant,
+    attempts: u32,
+    seen_held: bool,
+    backend: &'static str,
+    timeout: Duration,
+) -> Result<Outcome> {
+    let waited = started.elapsed();
+    tracing::debug!(
+        attempts,
+        waited_us = waited.as_micros(),
+        "pylock: deadline passed mid-attempt"
+    );
+    if seen_held {
+        Ok(Outcome::TimedOut { waited })
+    } else {
+        Err(Error::Unavailable {
+            backend,
+            context: format!(
+                "acquiring a lock: no answer from the server within the timeout of {timeout:?}"
+            ),
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        })
     }
 }
 

@@ -162,7 +162,7 @@ impl RedisBackend {
             .await
             .map_err(|e| e.into_error(context, server))?;
         let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
-        let limit = wait.timeout + self.calls.limit();
+        let limit = wait.timeout.saturating_add(self.calls.limit());
         let acknowledged = match tokio::time::timeout(
             limit,
             connection.wait_for_replicas(key, wait.replicas, timeout_ms),

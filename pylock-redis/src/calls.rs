@@ -115,7 +115,9 @@ impl Calls {
     /// The longest one call may take: the driver's connect and response timeouts, plus a
     /// margin that also covers a reconnect already in progress when the call started.
     pub(crate) fn limit(&self) -> Duration {
-        self.connect_timeout + self.response_timeout + Duration::from_millis(100)
+        self.connect_timeout
+            .saturating_add(self.response_timeout)
+            .saturating_add(Duration::from_millis(100))
     }
 
     /// The shared connection, made on first use.
@@ -137,7 +139,7 @@ impl Calls {
                     Connector::Cluster(client) => {
                         // The cluster client finds the slots from the seeds, follows MOVED/ASK
                         // and reconnects to nodes by itself; only its first contact can fail.
-                        let limit = self.connect_timeout + self.response_timeout;
+                        let limit = self.connect_timeout.saturating_add(self.response_timeout);
                         match tokio::time::timeout(limit, client.get_async_connection()).await {
                             Ok(Ok(connection)) => Ok(Connection::Cluster(connection)),
                             Ok(Err(e)) => Err(CallError::Redis(e)),

@@ -184,7 +184,7 @@ impl RedisConfig {
     /// The longest a single command can take to fail while the server is unreachable: one
     /// connect attempt plus one reply.
     pub(crate) fn call_timeout(&self) -> Duration {
-        self.connect_timeout + self.response_timeout
+        self.connect_timeout.saturating_add(self.response_timeout)
     }
 }
 
