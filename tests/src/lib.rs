@@ -5,10 +5,12 @@
 pub mod cluster;
 pub mod docker;
 pub mod outage;
+pub mod proxy;
 pub mod server;
 pub mod traces;
 
 pub use cluster::TestCluster;
+pub use proxy::{Fault, FaultProxy};
 pub use server::{Kind, Needs, Provider, TestServer};
 
 /// A plain connection to the Redis server at `url`, to look at (or stage) what pylock finds

@@ -296,6 +296,39 @@ impl TestServer {
         wait_ready(self.port).expect("the restarted server answers");
     }
 
+    /// Freezes the server (SIGSTOP, or a paused container): connections stay open, nothing
+    /// is answered. Only for servers of the test's own.
+    pub async fn pause(&mut self) {
+        match &mut self.process {
+            Process::External => panic!("cannot pause an external server"),
+            Process::Container(container) => container.pause().await.expect("pause the container"),
+            Process::Binary(child) => {
+                if let Some(child) = child {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-STOP", &child.id().to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+
+    /// Lets a paused server go on.
+    pub async fn resume(&mut self) {
+        match &mut self.process {
+            Process::External => panic!("cannot resume an external server"),
+            Process::Container(container) => {
+                container.unpause().await.expect("unpause the container");
+            }
+            Process::Binary(child) => {
+                if let Some(child) = child {
+                    let _ = std::process::Command::new("kill")
+                        .args(["-CONT", &child.id().to_string()])
+                        .status();
+                }
+            }
+        }
+    }
+
     /// Stops and starts the server: everything it held is gone.
     pub async fn restart(&mut self) {
         self.stop().await;
