@@ -17,7 +17,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{protocol, timed_out, unavailable};
-use crate::protocol::{Response, parse};
+use crate::protocol::{ProtocolError, Response, parse};
 
 /// The most bytes the writer sends in one write when requests queue up.
 const MAX_BATCH: usize = 64 * 1024;
@@ -29,7 +29,15 @@ struct Request {
     reply: oneshot::Sender<Reply>,
 }
 
-type Reply = std::result::Result<Vec<Response>, String>;
+type Reply = std::result::Result<Vec<Response>, Ended>;
+
+/// Why a connection ended: it dropped (try again later), or the server said something that
+/// is not memcached's protocol (retrying will not help: it is likely another kind of server).
+#[derive(Debug, Clone)]
+enum Ended {
+    Dropped(String),
+    Protocol(ProtocolError),
+}
 
 /// A request written to the socket and not yet fully answered.
 struct Pending {
@@ -43,7 +51,7 @@ struct Pending {
 struct InFlight {
     pending: VecDeque<Pending>,
     /// Why the connection ended, once it has: later requests fail at once.
-    ended: Option<String>,
+    ended: Option<Ended>,
 }
 
 type Queue = Arc<Mutex<InFlight>>;
@@ -92,9 +100,12 @@ impl Connection {
         }
         match tokio::time::timeout(self.response_timeout, answer).await {
             Ok(Ok(Ok(responses))) => Ok(responses),
-            Ok(Ok(Err(reason))) => {
+            Ok(Ok(Err(ended))) => {
                 self.forget(&sender).await;
-                Err(unavailable(&self.addr, &reason, None))
+                Err(match ended {
+                    Ended::Dropped(reason) => unavailable(&self.addr, &reason, None),
+                    Ended::Protocol(error) => protocol(&self.addr, error),
+                })
             }
             Ok(Err(_)) => {
                 self.forget(&sender).await;
@@ -171,7 +182,7 @@ async fn write(
             }
         }
         if let Err(error) = writer.write_all(&batch).await {
-            fail_all(&queue, &format!("writing: {error}"));
+            fail_all(&queue, Ended::Dropped(format!("writing: {error}")));
             return;
         }
     }
@@ -186,12 +197,15 @@ async fn read(mut reader: OwnedReadHalf, queue: Queue, addr: String) {
     loop {
         let read = match reader.read(&mut chunk).await {
             Ok(0) => {
-                fail_all(&queue, "the server closed the connection");
+                fail_all(
+                    &queue,
+                    Ended::Dropped("the server closed the connection".into()),
+                );
                 return;
             }
             Ok(n) => n,
             Err(error) => {
-                fail_all(&queue, &format!("reading: {error}"));
+                fail_all(&queue, Ended::Dropped(format!("reading: {error}")));
                 return;
             }
         };
@@ -202,14 +216,20 @@ async fn read(mut reader: OwnedReadHalf, queue: Queue, addr: String) {
                 Ok(Some((response, used))) => {
                     start += used;
                     if !deliver(&queue, response) {
-                        fail_all(&queue, "a response nobody asked for");
+                        fail_all(
+                            &queue,
+                            Ended::Protocol(ProtocolError(
+                                "a response nobody asked for".into(),
+                            )),
+                        );
                         tracing::warn!(%addr, "pylock: memcached sent an unrequested response");
                         return;
                     }
                 }
                 Ok(None) => break,
                 Err(error) => {
-                    fail_all(&queue, &protocol(&addr, error).to_string());
+                    tracing::warn!(%addr, %error, "pylock: not memcached's protocol");
+                    fail_all(&queue, Ended::Protocol(error));
                     return;
                 }
             }
@@ -234,12 +254,12 @@ fn deliver(queue: &Queue, response: Response) -> bool {
     true
 }
 
-/// Ends the connection: every request in flight, and every later one, fails with `reason`.
-fn fail_all(queue: &Queue, reason: &str) {
+/// Ends the connection: every request in flight, and every later one, fails with `ended`.
+fn fail_all(queue: &Queue, ended: Ended) {
     let mut in_flight = lock(queue);
-    in_flight.ended.get_or_insert_with(|| reason.to_owned());
+    let ended = in_flight.ended.get_or_insert(ended).clone();
     for pending in in_flight.pending.drain(..) {
-        let _ = pending.reply.send(Err(reason.to_owned()));
+        let _ = pending.reply.send(Err(ended.clone()));
     }
 }
 

@@ -25,11 +25,14 @@ pub(crate) fn timed_out(addr: &str, limit: Duration) -> Error {
     }
 }
 
-/// The server said something this client cannot read.
+/// The server said something this client cannot read: most likely not a memcached server
+/// (a Redis server answers `-ERR unknown command`). Not retried.
 pub(crate) fn protocol(addr: &str, error: ProtocolError) -> Error {
     Error::Backend {
         backend: "memcache",
-        context: format!("{addr}: protocol error"),
+        context: format!(
+            "{addr}: the answer is not memcached's protocol (is this a memcached 1.6+ server?)"
+        ),
         source: Box::new(error),
     }
 }

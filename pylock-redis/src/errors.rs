@@ -19,9 +19,17 @@ pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Erro
     ) || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal();
-    let auth = error.kind() == ErrorKind::AuthenticationFailed
-        || matches!(error.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"));
-    let context = if auth {
+    let denied = error.code() == Some("NOPERM");
+    let auth = !denied
+        && (error.kind() == ErrorKind::AuthenticationFailed
+            || matches!(error.code(), Some("WRONGPASS" | "NOAUTH")));
+    let context = if denied {
+        format!(
+            "permission denied at {server} ({context}): the ACL user may not run a command or \
+             touch a key pylock needs (EVALSHA, SCRIPT LOAD, SUBSCRIBE, PUBLISH and the lock's \
+             keys and channels)"
+        )
+    } else if auth {
         format!(
             "authentication failed at {server} ({context}); check the user and password in the URL"
         )
@@ -70,5 +78,14 @@ mod tests {
             "{auth}"
         );
         assert!(timed_out("x", "redis://h", std::time::Duration::from_secs(1)).is_transient());
+        let denied = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::NoPerm),
+            "this user has no permissions to run the 'evalsha' command",
+        ));
+        let denied = from_redis(denied, "x", "redis://h").to_string();
+        assert!(
+            denied.contains("permission denied") && !denied.contains("password"),
+            "{denied}"
+        );
     }
 }

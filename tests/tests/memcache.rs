@@ -226,3 +226,31 @@ async fn a_pool_puts_each_key_on_one_server() {
     }
     assert!(on_each[0] > 0 && on_each[1] > 0, "{on_each:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_memcached_is_a_clear_error_at_once() {
+    let Some(redis) = TestServer::start(Kind::Redis, Needs::any()).await else {
+        return;
+    };
+    if redis.port() == 0 {
+        return; // an external server: its port is not known here
+    }
+    let locks = Locks::connect(&format!("memcache://127.0.0.1:{}", redis.port())).expect("url");
+    let started = std::time::Instant::now();
+    let result = locks
+        .lock("wrong-server")
+        .timeout(Duration::from_secs(20))
+        .acquire()
+        .await;
+    match result {
+        Err(error @ Error::Backend { .. }) => {
+            assert!(
+                error.to_string().contains("not memcached's protocol"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a protocol error, got {other:?}"),
+    }
+    // Not retried as an outage until the timeout.
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+}

@@ -97,12 +97,46 @@ async fn requirepass_right_and_wrong() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_with_every_reserved_character_work_and_never_show() {
+    // Every character with a meaning in a URL, as people paste passwords: unencoded.
+    const RESERVED: &str = "R:e/s?e#r[v]e@d!$&'()*+,;=-Pa55";
+    let Some(server) =
+        TestServer::start(Kind::Redis, Needs::args(&["--requirepass", RESERVED])).await
+    else {
+        return;
+    };
+    let port = server.port();
+    let encoded: String = RESERVED
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    for url in [
+        format!("redis://:{RESERVED}@127.0.0.1:{port}"),
+        format!("redis://default:{RESERVED}@127.0.0.1:{port}/0"),
+        format!("redis://:{encoded}@127.0.0.1:{port}"),
+    ] {
+        let (ok, text) = all_visible_text(&url).await;
+        ok.unwrap_or_else(|e| panic!("the right password works: {e}"));
+        for part in [RESERVED, "e/s?e#r", "v]e@d!", encoded.as_str()] {
+            assert!(!text.contains(part), "a password leaked into:\n{text}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acl_user_right_and_wrong() {
     let password = format!(">{ALICE}");
     let Some(server) = TestServer::start(
         Kind::Redis,
         Needs::args(&[
-            "--user", "alice", "on", &password, "~*", "&*", "+@all", "--user", "default", "off",
+            "--user", "alice", "on", &password, "~*", "&*", "+@all", "--user", "bob", "on",
+            &password, "~*", "&*", "+@all", "-evalsha", "-eval", "--user", "default", "off",
         ]),
     )
     .await
@@ -123,4 +157,17 @@ async fn acl_user_right_and_wrong() {
         assert_auth_error(&result, &text);
         assert_no_secret(&text);
     }
+
+    // The right password, but no permission to run scripts: the error says so, and does not
+    // send the user to check a password that is right.
+    let (result, text) = all_visible_text(&format!("redis://bob:{ALICE}@127.0.0.1:{port}/0")).await;
+    match &result {
+        Err(error @ Error::Backend { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("permission denied"), "{message}");
+            assert!(!message.contains("check the user and password"), "{message}");
+        }
+        other => panic!("expected a permission error, got {other:?}"),
+    }
+    assert_no_secret(&text);
 }
