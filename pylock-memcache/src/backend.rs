@@ -220,7 +220,10 @@ impl LockBackend for MemcacheBackend {
         let key = encode(key);
         let responses = self.call(&key, protocol::get_with_ttl(&key), 1).await?;
         match responses.as_slice() {
-            [Response::Value { ttl, .. }] => Ok(Some(Holder::new(remaining(*ttl), None))),
+            [Response::Value { data, ttl, .. }] => {
+                check_lock_shape(&key, data, *ttl)?;
+                Ok(Some(Holder::new(remaining(*ttl), None)))
+            }
             [Response::Miss] => Ok(None),
             other => Err(unexpected(self, &key, other)),
         }
@@ -228,13 +231,48 @@ impl LockBackend for MemcacheBackend {
 
     async fn force_release(&self, key: &str) -> Result<bool> {
         let key = encode(key);
-        let responses = self.call(&key, protocol::delete(&key), 1).await?;
+        let responses = self
+            .call(&key, protocol::get_with_cas_and_ttl(&key), 1)
+            .await?;
+        let cas = match responses.as_slice() {
+            [Response::Value { data, cas, ttl }] => {
+                check_lock_shape(&key, data, *ttl)?;
+                cas.ok_or_else(|| unexpected(self, &key, &responses))?
+            }
+            [Response::Miss] => return Ok(false),
+            other => return Err(unexpected(self, &key, other)),
+        };
+        // Deleted only if the item is still the lock just checked: a new holder's lock, set
+        // in between, is released by nobody but its owner.
+        let responses = self
+            .call(&key, protocol::delete_if_cas(&key, cas), 1)
+            .await?;
         match responses.as_slice() {
             [Response::Stored] => Ok(true),
-            [Response::NotFound] => Ok(false),
+            [Response::NotFound | Response::Exists] => Ok(false),
             other => Err(unexpected(self, &key, other)),
         }
     }
+}
+
+/// Operators' tools act only on items that are locks of ours: an owner token (32 lowercase
+/// hex digits) with a TTL.
+fn check_lock_shape(key: &str, data: &[u8], ttl: Option<i64>) -> Result<()> {
+    let token = data.len() == 32
+        && data
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b));
+    let found = if !token {
+        "an item that is not an owner token"
+    } else if ttl.is_none_or(|t| t < 0) {
+        "an item without a TTL"
+    } else {
+        return Ok(());
+    };
+    Err(pylock_core::Error::NotALock {
+        key: key.to_owned(),
+        found: found.to_owned(),
+    })
 }
 
 impl MemcacheBackend {

@@ -218,9 +218,7 @@ async fn read(mut reader: OwnedReadHalf, queue: Queue, addr: String) {
                     if !deliver(&queue, response) {
                         fail_all(
                             &queue,
-                            Ended::Protocol(ProtocolError(
-                                "a response nobody asked for".into(),
-                            )),
+                            Ended::Protocol(ProtocolError("a response nobody asked for".into())),
                         );
                         tracing::warn!(%addr, "pylock: memcached sent an unrequested response");
                         return;

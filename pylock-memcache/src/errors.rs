@@ -37,8 +37,16 @@ pub(crate) fn protocol(addr: &str, error: ProtocolError) -> Error {
     }
 }
 
-/// The server refused a request (`CLIENT_ERROR`, `SERVER_ERROR`, `ERROR`).
+/// The server refused a request (`CLIENT_ERROR`, `SERVER_ERROR`, `ERROR`). Out of memory
+/// (memcached run with `-M`, full) may pass as items expire: retried like an outage.
 pub(crate) fn refused(addr: &str, line: &str) -> Error {
+    if line.contains("out of memory") {
+        return Error::Unavailable {
+            backend: "memcache",
+            context: format!("{addr}: memcached is out of memory and refuses new items"),
+            source: Box::new(ProtocolError(line.to_owned())),
+        };
+    }
     Error::Backend {
         backend: "memcache",
         context: format!("{addr}: the server refused the request"),

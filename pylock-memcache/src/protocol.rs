@@ -1,5 +1,11 @@
-//! The parts of memcached's meta protocol the backend uses: requests written as bytes,
-//! responses parsed incrementally from a read buffer.
+//! The parts of memcached's protocol the backend uses: requests written as bytes, responses
+//! parsed incrementally from a read buffer.
+//!
+//! Meta commands (`mg`, `md`), except where memcached's classic text commands are safer:
+//! when memcached cannot allocate memory for a store, `ms` unlinks the key's current item
+//! (memcached 1.6's "avoid stale data" rule, whatever the mode), so a contender's failed `ms`
+//! in add mode would delete the holder's lock, and a holder's failed extend its own. The
+//! classic `add` and `cas` leave the item in place when they fail that way.
 
 use std::fmt;
 
@@ -55,10 +61,10 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Response, usize)>, ProtocolErr
     let consumed = end + 2;
     let mut words = line.split(' ');
     let response = match words.next().unwrap_or_default() {
-        "HD" => Response::Stored,
-        "NS" => Response::NotStored,
-        "EX" => Response::Exists,
-        "NF" => Response::NotFound,
+        "HD" | "STORED" => Response::Stored,
+        "NS" | "NOT_STORED" => Response::NotStored,
+        "EX" | "EXISTS" => Response::Exists,
+        "NF" | "NOT_FOUND" => Response::NotFound,
         "EN" => Response::Miss,
         "MN" => Response::Noop,
         "ERROR" | "CLIENT_ERROR" | "SERVER_ERROR" => Response::Error(line.to_owned()),
@@ -92,11 +98,11 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Response, usize)>, ProtocolErr
     Ok(Some((response, consumed)))
 }
 
-/// `ms` in add mode (store only if absent), then `mg` of the same key for its value and TTL:
+/// Classic `add` (store only if absent), then `mg` of the same key for its value and TTL:
 /// two responses in one round trip.
 pub(crate) fn add_then_get(key: &str, value: &str, ttl_secs: u64) -> Vec<u8> {
     format!(
-        "ms {key} {} T{ttl_secs} ME\r\n{value}\r\nmg {key} v t\r\n",
+        "add {key} 0 {ttl_secs} {}\r\n{value}\r\nmg {key} v t\r\n",
         value.len()
     )
     .into_bytes()
@@ -112,9 +118,13 @@ pub(crate) fn delete_if_cas(key: &str, cas: u64) -> Vec<u8> {
     format!("md {key} C{cas}\r\n").into_bytes()
 }
 
-/// `ms` (set) with a new TTL, only if the CAS still matches.
+/// Classic `cas`: store with a new TTL, only if the CAS still matches.
 pub(crate) fn set_if_cas(key: &str, value: &str, ttl_secs: u64, cas: u64) -> Vec<u8> {
-    format!("ms {key} {} T{ttl_secs} C{cas}\r\n{value}\r\n", value.len()).into_bytes()
+    format!(
+        "cas {key} 0 {ttl_secs} {} {cas}\r\n{value}\r\n",
+        value.len()
+    )
+    .into_bytes()
 }
 
 /// `mg` for value and remaining TTL.
@@ -122,9 +132,9 @@ pub(crate) fn get_with_ttl(key: &str) -> Vec<u8> {
     format!("mg {key} v t\r\n").into_bytes()
 }
 
-/// `md` whatever the item holds.
-pub(crate) fn delete(key: &str) -> Vec<u8> {
-    format!("md {key}\r\n").into_bytes()
+/// `mg` for value, CAS and remaining TTL.
+pub(crate) fn get_with_cas_and_ttl(key: &str) -> Vec<u8> {
+    format!("mg {key} v c t\r\n").into_bytes()
 }
 
 /// `mn`: a no-op round trip.
@@ -141,6 +151,13 @@ mod tests {
         assert_eq!(parse(b"HD\r\n"), Ok(Some((Response::Stored, 4))));
         assert_eq!(parse(b"NS\r\nxx"), Ok(Some((Response::NotStored, 4))));
         assert_eq!(parse(b"EN\r\n"), Ok(Some((Response::Miss, 4))));
+        assert_eq!(parse(b"STORED\r\n"), Ok(Some((Response::Stored, 8))));
+        assert_eq!(
+            parse(b"NOT_STORED\r\n"),
+            Ok(Some((Response::NotStored, 12)))
+        );
+        assert_eq!(parse(b"EXISTS\r\n"), Ok(Some((Response::Exists, 8))));
+        assert_eq!(parse(b"NOT_FOUND\r\n"), Ok(Some((Response::NotFound, 11))));
         assert_eq!(
             parse(b"VA 5 t10 c7\r\nhello\r\nHD\r\n"),
             Ok(Some((
@@ -179,12 +196,12 @@ mod tests {
     fn requests() {
         assert_eq!(
             add_then_get("k", "tok", 3),
-            b"ms k 3 T3 ME\r\ntok\r\nmg k v t\r\n".to_vec()
+            b"add k 0 3 3\r\ntok\r\nmg k v t\r\n".to_vec()
         );
         assert_eq!(delete_if_cas("k", 9), b"md k C9\r\n".to_vec());
         assert_eq!(
             set_if_cas("k", "tok", 5, 9),
-            b"ms k 3 T5 C9\r\ntok\r\n".to_vec()
+            b"cas k 0 5 3 9\r\ntok\r\n".to_vec()
         );
     }
 }

@@ -252,5 +252,154 @@ async fn a_server_that_is_not_memcached_is_a_clear_error_at_once() {
         other => panic!("expected a protocol error, got {other:?}"),
     }
     // Not retried as an outage until the timeout.
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_tools_touch_only_locks() {
+    let Some(server) = TestServer::start(Kind::Memcached, Needs::any()).await else {
+        return;
+    };
+    let prefix = format!("ops:{}:", std::process::id());
+    let locks = locks(server.url()).key_prefix(prefix.clone());
+    let port = port_of(server.url());
+    // Items that are not locks of ours: another value, no TTL.
+    let text_key = keys::encode(&format!("{prefix}text"));
+    let forever_key = keys::encode(&format!("{prefix}forever"));
+    assert_eq!(
+        raw(port, &format!("ms {text_key} 5 T60\r\nhello\r\n"))
+            .await
+            .trim(),
+        "HD"
+    );
+    let token_like = "0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        raw(port, &format!("ms {forever_key} 32\r\n{token_like}\r\n"))
+            .await
+            .trim(),
+        "HD"
+    );
+    for name in ["text", "forever"] {
+        let lock = locks.lock(name);
+        let seen = lock.inspect().await;
+        assert!(
+            matches!(seen, Err(Error::NotALock { .. })),
+            "{name}: {seen:?}"
+        );
+        let forced = lock.force_release().await;
+        assert!(
+            matches!(forced, Err(Error::NotALock { .. })),
+            "{name}: {forced:?}"
+        );
+    }
+    for key in [&text_key, &forever_key] {
+        let item = raw(port, &format!("mg {key} v\r\n")).await;
+        assert!(item.starts_with("VA"), "{key} was left alone: {item}");
+    }
+
+    let guard = locks.lock("real").acquire().await.expect("acquire");
+    assert!(
+        locks
+            .lock("real")
+            .inspect()
+            .await
+            .expect("inspect")
+            .is_some()
+    );
+    assert!(locks.lock("real").force_release().await.expect("force"));
+    assert!(
+        locks
+            .lock("real")
+            .inspect()
+            .await
+            .expect("inspect")
+            .is_none()
+    );
+    guard.abandon();
+}
+
+/// Fills the server at `port` with `count` items the size of the lock's item (same key
+/// length, same value length), so that memcached's LRU must make room in the lock's slab
+/// class. Returns how many stores the server refused (out of memory, with `-M`).
+async fn fill_like(port: u16, lock_key: &str, count: usize) -> usize {
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (reader, mut writer) = stream.into_split();
+    let width = lock_key.len();
+    let writing = tokio::spawn(async move {
+        let mut batch = String::new();
+        for i in 0..count {
+            let key = format!("{i:0width$}");
+            batch.push_str(&format!("ms {key} 32 T0 q\r\n{}\r\n", "y".repeat(32)));
+            if batch.len() > 64 * 1024 {
+                writer.write_all(batch.as_bytes()).await.expect("fill");
+                batch.clear();
+            }
+        }
+        batch.push_str("mn\r\n");
+        writer.write_all(batch.as_bytes()).await.expect("fill");
+        writer
+    });
+    let mut lines = BufReader::new(reader).lines();
+    let mut refused = 0;
+    while let Some(line) = lines.next_line().await.expect("read") {
+        if line == "MN" {
+            break;
+        }
+        if line.starts_with("SERVER_ERROR") {
+            refused += 1;
+        }
+    }
+    drop(writing.await.expect("writer"));
+    refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_can_take_a_held_lock_unless_memcached_runs_with_minus_m() {
+    // The deployment rule in the README: memcached's LRU may drop a held lock when memory
+    // runs out; with -M it refuses new items instead, and locks stay: a contender's failed
+    // add and the holder's failed extend leave the lock in place (memcached's `ms` would
+    // unlink it; see the protocol module).
+    for (args, evicts) in [(&["-m", "2"][..], true), (&["-m", "2", "-M"][..], false)] {
+        let Some(server) =
+            TestServer::start(Kind::Memcached, Needs::args(args).from(Provider::Binary)).await
+        else {
+            return;
+        };
+        let (first, second) = (locks(server.url()), locks(server.url()));
+        let lock = first.lock("evicted").expires(Duration::from_secs(60));
+        let mut guard = lock.acquire().await.expect("acquire");
+        let key = keys::encode(guard.server_key());
+        let refused = fill_like(port_of(server.url()), &key, 120_000).await;
+
+        let other = second
+            .lock("evicted")
+            .timeout(Duration::ZERO)
+            .acquire()
+            .await;
+        if evicts {
+            // The lock was evicted: a second client gets it, and the first learns at release.
+            let taken = other.unwrap_or_else(|e| panic!("the evicted lock is free again: {e:?}"));
+            let released = guard.release().await;
+            assert!(matches!(released, Err(Error::Lost { .. })), "{released:?}");
+            taken.release().await.expect("release");
+        } else {
+            assert!(refused > 0, "-M refuses stores when memory is full");
+            assert!(
+                matches!(other, Err(Error::Unavailable { .. })),
+                "with -M a full server refuses the contender: {other:?}"
+            );
+            let extended = guard.extend(Duration::from_secs(60)).await;
+            assert!(
+                matches!(extended, Ok(()) | Err(Error::Unavailable { .. })),
+                "{extended:?}"
+            );
+            guard.release().await.expect("the lock stayed ours");
+        }
+    }
 }

@@ -165,7 +165,10 @@ async fn acl_user_right_and_wrong() {
         Err(error @ Error::Backend { .. }) => {
             let message = error.to_string();
             assert!(message.contains("permission denied"), "{message}");
-            assert!(!message.contains("check the user and password"), "{message}");
+            assert!(
+                !message.contains("check the user and password"),
+                "{message}"
+            );
         }
         other => panic!("expected a permission error, got {other:?}"),
     }
