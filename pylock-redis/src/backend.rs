@@ -113,6 +113,7 @@ impl RedisBackend {
     }
 
     fn build(config: RedisConfig, batching: bool) -> Result<Self> {
+        crate::tls::install_crypto_provider();
         // One client per server (per seed node of a cluster) for the release notices: a
         // cluster delivers PUBLISH on every node, so any one reachable node will do.
         let notice_clients = config

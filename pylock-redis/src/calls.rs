@@ -90,13 +90,17 @@ impl Calls {
             Servers::Single(info) => {
                 Connector::Single(redis::Client::open((**info).clone()).map_err(invalid)?)
             }
-            Servers::Cluster(seeds) => Connector::Cluster(
-                ClusterClientBuilder::new(seeds.clone())
+            Servers::Cluster(seeds) => {
+                #[allow(unused_mut, reason = "changed only with the tls feature")]
+                let mut builder = ClusterClientBuilder::new(seeds.clone())
                     .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout)
-                    .build()
-                    .map_err(invalid)?,
-            ),
+                    .response_timeout(config.response_timeout);
+                #[cfg(feature = "tls")]
+                if let Some(tls) = &config.tls {
+                    builder = builder.certs(tls.certificates());
+                }
+                Connector::Cluster(builder.build().map_err(invalid)?)
+            }
         };
         Ok(Calls {
             connector,

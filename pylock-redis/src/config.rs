@@ -16,6 +16,9 @@ pub const OPTIONS: &[&str] = &[
     "fencing",
     "wait_replicas",
     "wait_timeout",
+    "ca_file",
+    "cert_file",
+    "key_file",
 ];
 
 /// The query options a Redlock URL may carry.
@@ -44,6 +47,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// rediss://...                      (TLS, feature `tls`)
 /// redis+unix:///path/to/redis.sock[?db=N&...]
 /// redis+cluster://[user[:password]@]seed1:7000[,seed2:7001...][?option=value&...]
+/// rediss+cluster://...              (a Cluster over TLS, feature `tls`)
 /// ```
 ///
 /// | option | default | meaning |
@@ -54,9 +58,21 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// | `fencing` | `true` | give fencing tokens (one small counter key per held lock, with its TTL) |
 /// | `wait_replicas` | none | after each acquire and extend, `WAIT` for this many replicas |
 /// | `wait_timeout` | `100ms` | how long that `WAIT` may take |
+/// | `ca_file` | the system's roots | TLS: a PEM file of the CA(s) that signed the server's certificate (a private CA) |
+/// | `cert_file`, `key_file` | none | TLS: a PEM client certificate and its key, for servers that ask for one (mutual TLS) |
+///
+/// TLS trusts the system's certificate store (and `SSL_CERT_FILE` / `SSL_CERT_DIR` when set)
+/// unless `ca_file` names the CA to trust instead. The files are read when the URL is parsed,
+/// so a missing or unreadable file is an error then, not at the first lock.
 #[derive(Clone)]
 pub struct RedisConfig {
     pub(crate) servers: Servers,
+    /// The TLS files of the URL, read; the cluster client takes them apart from the seeds.
+    #[cfg_attr(
+        not(feature = "tls"),
+        allow(dead_code, reason = "read by the TLS code only")
+    )]
+    pub(crate) tls: Option<TlsFiles>,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) fencing: bool,
@@ -89,17 +105,19 @@ impl RedisConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let url = ConnectionUrl::parse(url)?;
         let options = url.options(OPTIONS)?;
+        let tls = tls_files(&url, &options)?;
         let servers = match url.scheme() {
             "redis" | "rediss" => {
                 let (addr, path_db) = tcp_address(&url)?;
                 let db = database(&url, path_db, options.u64("db")?)?;
-                Servers::Single(Box::new(connection_info(&url, addr, db)?))
+                let info = with_tls(&url, connection_info(&url, addr, db)?, tls.as_ref())?;
+                Servers::Single(Box::new(info))
             }
             "redis+unix" => {
                 let db = database(&url, None, options.u64("db")?)?;
                 Servers::Single(Box::new(connection_info(&url, unix_address(&url)?, db)?))
             }
-            "redis+cluster" => {
+            "redis+cluster" | "rediss+cluster" => {
                 if !matches!(url.path(), "" | "/") || options.get("db").is_some() {
                     return Err(url.invalid("a Redis Cluster has only database 0"));
                 }
@@ -112,17 +130,21 @@ impl RedisConfig {
                     .hosts()
                     .iter()
                     .map(|h| {
-                        let addr =
-                            ConnectionAddr::Tcp(h.host.clone(), h.port.unwrap_or(DEFAULT_PORT));
-                        connection_info(&url, addr, 0)
+                        let (host, port) = (h.host.clone(), h.port.unwrap_or(DEFAULT_PORT));
+                        let addr = if url.scheme() == "rediss+cluster" {
+                            tls_address(&url, host, port)?
+                        } else {
+                            ConnectionAddr::Tcp(host, port)
+                        };
+                        with_tls(&url, connection_info(&url, addr, 0)?, tls.as_ref())
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Servers::Cluster(seeds)
             }
             other => {
                 return Err(url.invalid(format!(
-                    "{other}:// is not a Redis scheme; use redis://, rediss://, redis+unix:// \
-                     or redis+cluster://"
+                    "{other}:// is not a Redis scheme; use redis://, rediss://, redis+unix://, \
+                     redis+cluster:// or rediss+cluster://"
                 )));
             }
         };
@@ -140,6 +162,7 @@ impl RedisConfig {
         };
         Ok(RedisConfig {
             servers,
+            tls,
             connect_timeout: options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
             response_timeout: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
             fencing: options.bool("fencing")?.unwrap_or(true),
@@ -253,6 +276,89 @@ fn tcp_address(url: &ConnectionUrl) -> Result<(ConnectionAddr, Option<u64>)> {
     Ok((addr, db))
 }
 
+/// The contents of a URL's `ca_file`, `cert_file` and `key_file`.
+#[derive(Clone)]
+#[cfg_attr(
+    not(feature = "tls"),
+    allow(dead_code, reason = "read by the TLS code only")
+)]
+pub(crate) struct TlsFiles {
+    ca: Option<Vec<u8>>,
+    client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+#[cfg(feature = "tls")]
+impl TlsFiles {
+    /// In the `redis` crate's form.
+    pub(crate) fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client
+                .as_ref()
+                .map(|(cert, key)| redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+            root_cert: self.ca.clone(),
+        }
+    }
+}
+
+/// Reads the TLS files a URL names; refuses them on a URL without TLS.
+fn tls_files(url: &ConnectionUrl, options: &pylock_core::url::Options) -> Result<Option<TlsFiles>> {
+    let read = |name: &str| -> Result<Option<Vec<u8>>> {
+        options
+            .get(name)
+            .map(|path| {
+                std::fs::read(path).map_err(|e| pylock_core::Error::InvalidOption {
+                    name: name.to_owned(),
+                    reason: format!("cannot read {path:?}: {e}"),
+                })
+            })
+            .transpose()
+    };
+    let names = ["ca_file", "cert_file", "key_file"];
+    if names.iter().all(|name| options.get(name).is_none()) {
+        return Ok(None);
+    }
+    if !url.scheme().starts_with("rediss") {
+        return Err(url.invalid(
+            "ca_file, cert_file and key_file are TLS options: use rediss:// or rediss+cluster://",
+        ));
+    }
+    let (ca, cert, key) = (read("ca_file")?, read("cert_file")?, read("key_file")?);
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return Err(url.invalid("cert_file and key_file go together")),
+    };
+    Ok(Some(TlsFiles { ca, client }))
+}
+
+/// `info` with the URL's TLS files, when it has any.
+#[cfg(feature = "tls")]
+fn with_tls(
+    url: &ConnectionUrl,
+    info: ConnectionInfo,
+    tls: Option<&TlsFiles>,
+) -> Result<ConnectionInfo> {
+    let Some(tls) = tls else {
+        return Ok(info);
+    };
+    redis::Client::build_with_tls(info, tls.certificates())
+        .map(|client| client.get_connection_info().clone())
+        .map_err(|e| url.invalid(format!("the TLS files: {e}")))
+}
+
+#[cfg(not(feature = "tls"))]
+fn with_tls(
+    _url: &ConnectionUrl,
+    info: ConnectionInfo,
+    _tls: Option<&TlsFiles>,
+) -> Result<ConnectionInfo> {
+    Ok(info)
+}
+
 #[cfg(feature = "tls")]
 fn tls_address(_url: &ConnectionUrl, host: String, port: u16) -> Result<ConnectionAddr> {
     Ok(ConnectionAddr::TcpTls {
@@ -265,7 +371,9 @@ fn tls_address(_url: &ConnectionUrl, host: String, port: u16) -> Result<Connecti
 
 #[cfg(not(feature = "tls"))]
 fn tls_address(url: &ConnectionUrl, _host: String, _port: u16) -> Result<ConnectionAddr> {
-    Err(url.invalid("rediss:// (TLS) needs the `tls` feature of pylock-redis (or of pylock)"))
+    Err(url.invalid(
+        "rediss:// (TLS) needs the `tls` feature of pylock-redis (the `redis-tls` feature of pylock)",
+    ))
 }
 
 fn unix_address(url: &ConnectionUrl) -> Result<ConnectionAddr> {
@@ -344,6 +452,7 @@ impl RedlockConfig {
             let addr = ConnectionAddr::Tcp(host.host.clone(), host.port.unwrap_or(DEFAULT_PORT));
             nodes.push(RedisConfig {
                 servers: Servers::Single(Box::new(connection_info(&parsed, addr, db)?)),
+                tls: None,
                 connect_timeout,
                 response_timeout,
                 // No fencing: no counter can be kept consistent across independent masters.

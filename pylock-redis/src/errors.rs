@@ -7,6 +7,18 @@ use redis::{ErrorKind, RedisError, ServerErrorKind};
 /// cannot be reached right now" is [`Error::Unavailable`] (the wait loop retries it);
 /// everything else, such as a wrong password or a script error, is [`Error::Backend`].
 pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Error {
+    if crate::tls::is_certificate_error(&error) {
+        return Error::Backend {
+            backend: "redis",
+            context: format!(
+                "TLS certificate refused at {server} ({context}): the server's certificate is \
+                 not signed by a trusted CA (give its CA with ?ca_file=/path/ca.pem), does not \
+                 name the host in the URL, or the server wants a client certificate \
+                 (?cert_file=...&key_file=...)"
+            ),
+            source: Box::new(error),
+        };
+    }
     let transient = matches!(
         error.kind(),
         ErrorKind::Io

@@ -5,14 +5,15 @@
 //! |---|---|
 //! | `redis://` | `localhost:6379`, database 0, as in pylock 0.4 |
 //! | `redis://[user[:password]@]host[:port][/db]` | with ACL user or `requirepass` password |
-//! | `rediss://...` | the same over TLS (feature `tls`) |
+//! | `rediss://...?ca_file=/path/ca.pem` | the same over TLS (feature `tls`), trusting the system's roots or `ca_file` |
 //! | `redis+unix:///path/to/redis.sock?db=N` | a Unix socket |
-//! | `redis+cluster://seed1:7000,seed2:7001` | a Redis Cluster (see below) |
+//! | `redis+cluster://seed1:7000,seed2:7001` | a Redis Cluster (see below); `rediss+cluster://` over TLS |
 //! | `redlock://h1:6379,h2:6380,h3:6381` | Redlock on independent masters ([`redlock`]) |
 //!
 //! Options (`?name=value&...`): `db`, `connect_timeout` and `response_timeout` (default `1s`
 //! each: while the server is down a call fails within their sum), `fencing` (default
-//! `true`), `wait_replicas` and `wait_timeout`. Unknown options are errors. See
+//! `true`), `wait_replicas` and `wait_timeout`, and for TLS `ca_file`, `cert_file` and
+//! `key_file`. Unknown options are errors. See
 //! [`RedisConfig`] and [`RedlockConfig`].
 //!
 //! How each operation works (all atomic on the server, see [`RedisBackend`]):
@@ -98,6 +99,7 @@ pub mod keys;
 mod notices;
 pub mod redlock;
 pub mod scripts;
+mod tls;
 
 use std::sync::Arc;
 
@@ -112,7 +114,14 @@ pub use config::{
 pub use redlock::RedlockBackend;
 
 /// The URL schemes of this crate's backends.
-pub const SCHEMES: &[&str] = &["redis", "rediss", "redis+unix", "redis+cluster", "redlock"];
+pub const SCHEMES: &[&str] = &[
+    "redis",
+    "rediss",
+    "redis+unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redlock",
+];
 
 /// Adds this crate's schemes to `registry`.
 pub fn register_in(registry: &Registry) {
