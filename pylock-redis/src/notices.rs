@@ -10,6 +10,11 @@
 //! - When the subscriber connection drops, the reader reconnects, subscribes again to every
 //!   waited channel, and then wakes all waiters, since releases during the outage were not
 //!   heard. Meanwhile waiters fall back to polling (the core's bounded backoff).
+//!
+//! A connection in doubt is never kept: a `SUBSCRIBE` or `UNSUBSCRIBE` that failed, timed out
+//! or was abandoned (its waiter's deadline passed; the wait loop bounds every subscription by
+//! it) closes the connection, reader included, and the next waiter connects afresh, so no
+//! waiter queues behind a server that stopped answering.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -36,10 +41,8 @@ pub(crate) struct Notices {
     timeout: Duration,
     /// Keyed by channel name.
     board: NoticeBoard,
+    /// Its `close` sender drops with `Notices`, which ends the reader task.
     gate: Mutex<Subscriber>,
-    /// Dropped with `Notices`: tells the reader task to stop.
-    _stop: watch::Sender<()>,
-    stop: watch::Receiver<()>,
 }
 
 #[derive(Default)]
@@ -47,11 +50,44 @@ struct Subscriber {
     sink: Option<PubSubSink>,
     /// Channels the server has confirmed on the current connection.
     active: HashSet<String>,
+    /// Dropped to close the current connection's reader (and so the connection).
+    close: Option<watch::Sender<()>>,
+}
+
+impl Subscriber {
+    /// Forgets the current connection and ends its reader: the next subscription connects
+    /// again.
+    fn discard(&mut self) {
+        self.sink = None;
+        self.active.clear();
+        self.close = None;
+    }
+}
+
+/// Discards the subscriber's connection when dropped before [`InDoubt::settled`]: a
+/// subscription abandoned half-way (its waiter's deadline) leaves the connection's state
+/// unknown.
+struct InDoubt<'a> {
+    subscriber: &'a mut Subscriber,
+    settled: bool,
+}
+
+impl InDoubt<'_> {
+    fn settled(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for InDoubt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.subscriber.discard();
+        }
+    }
 }
 
 impl Notices {
     pub(crate) fn new(clients: Vec<redis::Client>, config: &RedisConfig) -> Arc<Self> {
-        let (stop_sender, stop) = watch::channel(());
         Arc::new_cyclic(|this: &Weak<Notices>| {
             let this = this.clone();
             Notices {
@@ -63,8 +99,6 @@ impl Notices {
                     unsubscribe_later(this.clone(), channel.to_owned());
                 }),
                 gate: Mutex::default(),
-                _stop: stop_sender,
-                stop,
             }
         })
     }
@@ -76,38 +110,46 @@ impl Notices {
         if subscriber.active.contains(channel) {
             return Ok(notice);
         }
-        let mut sink = match &subscriber.sink {
+        let doubt = InDoubt {
+            subscriber: &mut subscriber,
+            settled: false,
+        };
+        let mut sink = match &doubt.subscriber.sink {
             Some(sink) => sink.clone(),
             None => {
-                let sink = self.connect().await?;
-                subscriber.sink = Some(sink.clone());
+                let (sink, close) = self.connect().await?;
+                doubt.subscriber.sink = Some(sink.clone());
+                doubt.subscriber.close = Some(close);
                 sink
             }
         };
         match tokio::time::timeout(self.timeout, sink.subscribe(channel)).await {
             Ok(Ok(())) => {
-                subscriber.active.insert(channel.to_owned());
+                doubt.subscriber.active.insert(channel.to_owned());
+                doubt.settled();
                 Ok(notice)
             }
-            failed => {
-                // The connection is in doubt: start afresh next time.
-                subscriber.sink = None;
-                subscriber.active.clear();
-                Err(match failed {
-                    Ok(Err(error)) => {
-                        from_redis(error, "subscribing to release notices", &self.server)
-                    }
-                    _ => timed_out("subscribing to release notices", &self.server, self.timeout),
-                })
-            }
+            // `doubt` discards the connection as it drops.
+            Ok(Err(error)) => Err(from_redis(
+                error,
+                "subscribing to release notices",
+                &self.server,
+            )),
+            Err(_) => Err(timed_out(
+                "subscribing to release notices",
+                &self.server,
+                self.timeout,
+            )),
         }
     }
 
-    /// Opens the subscriber connection and starts its reader.
-    async fn connect(self: &Arc<Self>) -> Result<PubSubSink> {
+    /// Opens the subscriber connection and starts its reader; dropping the returned sender
+    /// ends the reader.
+    async fn connect(self: &Arc<Self>) -> Result<(PubSubSink, watch::Sender<()>)> {
         let (sink, stream) = self.open().await?;
-        tokio::spawn(read(Arc::downgrade(self), stream, self.stop.clone()));
-        Ok(sink)
+        let (close, closed) = watch::channel(());
+        tokio::spawn(read(Arc::downgrade(self), stream, closed));
+        Ok((sink, close))
     }
 
     async fn open(&self) -> Result<(PubSubSink, PubSubStream)> {
@@ -129,18 +171,25 @@ impl Notices {
         if self.board.is_waited(channel) || !subscriber.active.remove(channel) {
             return;
         }
-        if let Some(sink) = &mut subscriber.sink {
-            // A failure means the connection is gone, and the subscription with it.
-            let _ = tokio::time::timeout(self.timeout, sink.unsubscribe(channel)).await;
+        let Some(mut sink) = subscriber.sink.clone() else {
+            return;
+        };
+        let doubt = InDoubt {
+            subscriber: &mut subscriber,
+            settled: false,
+        };
+        // A failure or no answer: the connection is in doubt, and `doubt` discards it.
+        if let Ok(Ok(())) = tokio::time::timeout(self.timeout, sink.unsubscribe(channel)).await {
+            doubt.settled();
         }
     }
 
     /// After the subscriber connection dropped: one attempt to connect again, subscribe to
     /// every waited channel and wake all waiters (releases during the outage were not heard).
-    async fn reconnect_once(&self) -> Option<PubSubStream> {
+    /// The new connection's stream and the signal that ends it, if it worked.
+    async fn reconnect_once(&self) -> Option<(PubSubStream, watch::Receiver<()>)> {
         let mut subscriber = self.gate.lock().await;
-        subscriber.sink = None;
-        subscriber.active.clear();
+        subscriber.discard();
         let waited = self.board.waited_keys();
         let reconnected = match self.open().await {
             Ok((mut sink, stream)) => {
@@ -150,9 +199,11 @@ impl Notices {
                         Ok(Ok(()))
                     );
                 subscribed.then(|| {
+                    let (close, closed) = watch::channel(());
                     subscriber.active.extend(waited.iter().cloned());
                     subscriber.sink = Some(sink);
-                    stream
+                    subscriber.close = Some(close);
+                    (stream, closed)
                 })
             }
             Err(_) => None,
@@ -167,8 +218,9 @@ impl Notices {
     }
 }
 
-/// Delivers messages to waiters until the backend is dropped, reconnecting when needed.
-async fn read(notices: Weak<Notices>, mut stream: PubSubStream, mut stop: watch::Receiver<()>) {
+/// Delivers messages to waiters until the backend is dropped or the connection discarded,
+/// reconnecting when the connection drops.
+async fn read(notices: Weak<Notices>, mut stream: PubSubStream, mut closed: watch::Receiver<()>) {
     loop {
         tokio::select! {
             message = stream.next() => match message {
@@ -178,33 +230,28 @@ async fn read(notices: Weak<Notices>, mut stream: PubSubStream, mut stop: watch:
                 }
                 None => {
                     tracing::debug!("pylock: redis release-notice connection lost, reconnecting");
-                    match reconnect(&notices, &mut stop).await {
-                        Some(next) => stream = next,
+                    match reconnect(&notices).await {
+                        Some((next, next_closed)) => (stream, closed) = (next, next_closed),
                         None => return,
                     }
                 }
             },
-            _ = stop.changed() => return,
+            // The connection was discarded (or the backend dropped): end it.
+            _ = closed.changed() => return,
         }
     }
 }
 
 /// Reconnects with capped exponential pauses until it works or the backend is dropped. Holds
 /// the backend only during an attempt, so that dropping it stops this loop.
-async fn reconnect(
-    notices: &Weak<Notices>,
-    stop: &mut watch::Receiver<()>,
-) -> Option<PubSubStream> {
+async fn reconnect(notices: &Weak<Notices>) -> Option<(PubSubStream, watch::Receiver<()>)> {
     let mut pause = Duration::from_millis(50);
     loop {
-        let stream = notices.upgrade()?.reconnect_once().await;
-        if stream.is_some() {
-            return stream;
+        let reconnected = notices.upgrade()?.reconnect_once().await;
+        if reconnected.is_some() {
+            return reconnected;
         }
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            _ = stop.changed() => return None,
-        }
+        tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
     }
 }

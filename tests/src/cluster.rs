@@ -134,6 +134,30 @@ impl TestCluster {
         self.spawn(port);
     }
 
+    /// Freezes the node on `port` (SIGSTOP): its connections stay open, it answers nothing.
+    pub fn pause(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// Lets a paused node go on.
+    pub fn resume(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        if let Some(Some(child)) = self.nodes.get(&port) {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
+    /// The port of the first seed in [`url`](Self::url): the node a backend's release-notice
+    /// connection goes to first.
+    pub fn first_seed(&self) -> u16 {
+        self.nodes.keys().next().copied().unwrap_or_default()
+    }
+
     /// Kills the node on `port` (SIGKILL, like a crash).
     pub fn kill(&mut self, port: u16) {
         if let Some(Some(mut child)) = self.nodes.insert(port, None) {

@@ -165,3 +165,65 @@ async fn fences_keep_increasing_when_a_master_restarts_empty() {
     assert!(after > before, "fence {after} after {before}");
     guard.release().await.expect("release");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_notice_node_does_not_stretch_an_acquire_past_its_timeout() {
+    let Some(cluster) = cluster(3, 0).await else {
+        return;
+    };
+    let notice_node = cluster.first_seed();
+    let holder = locks(&cluster.url());
+    // A lock whose master is not the node the notices come from.
+    let mut held = None;
+    for i in 0..100 {
+        let guard = holder
+            .lock(format!("held-{i}"))
+            .expires(Duration::from_secs(30))
+            .acquire()
+            .await
+            .expect("acquire");
+        if cluster.master_of(guard.server_key()) != notice_node {
+            held = Some((format!("held-{i}"), guard));
+            break;
+        }
+        guard.release().await.expect("release");
+    }
+    let (name, guard) = held.expect("a key on another master");
+
+    let waiter = locks(&cluster.url());
+    // The waiter's cluster connection is up before the pause; its notice connection is not.
+    let _ = waiter.lock("warm-up").try_acquire().await;
+    cluster.pause(notice_node);
+    let timeout = Duration::from_millis(300);
+    let attempts = (0..3).map(|_| {
+        let lock = waiter.lock(name.as_str()).timeout(timeout);
+        async move {
+            let started = Instant::now();
+            let result = lock.acquire().await;
+            (result.map(drop), started.elapsed())
+        }
+    });
+    let results = futures_util::future::join_all(attempts).await;
+    cluster.resume(notice_node);
+    for (result, took) in results {
+        assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+        // One second of slack for this shared machine; the bug took seconds per waiter.
+        assert!(
+            took <= timeout + pylock::FINAL_ATTEMPT_GRACE + Duration::from_secs(1),
+            "a {timeout:?} acquire took {took:?}"
+        );
+        eprintln!("a {timeout:?} acquire with the notice node paused took {took:?}");
+    }
+
+    // Once the node is back, a waiter hears the release.
+    let next = waiter.lock(name.as_str()).timeout(Duration::from_secs(20));
+    let (woken, ()) = tokio::join!(next.acquire(), async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        guard.release().await.expect("release");
+    });
+    woken
+        .expect("acquired after the release")
+        .release()
+        .await
+        .expect("release");
+}
