@@ -45,7 +45,10 @@ impl Connection {
                         wait,
                         RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
                     )
-                    .await?;
+                    .await?
+                    // The server's error reply (a demoted master refuses WAIT) as an error,
+                    // not as a value of the wrong type.
+                    .extract_error()?;
                 Ok(redis::from_redis_value(value)?)
             }
         }

@@ -27,8 +27,10 @@ pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Erro
                     | ServerErrorKind::TryAgain
                     | ServerErrorKind::ClusterDown
                     | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ReadOnly
             )
-    ) || error.is_timeout()
+    ) || demoted(&error)
+        || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal();
     let denied = error.code() == Some("NOPERM");
@@ -64,6 +66,14 @@ pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Erro
     }
 }
 
+/// Whether `error` is a master that was just demoted refusing what only a master does: in a
+/// failover, the next attempt reaches the new master.
+fn demoted(error: &RedisError) -> bool {
+    error
+        .detail()
+        .is_some_and(|detail| detail.contains("cannot be used with replica instances"))
+}
+
 /// A call to `server` that got no answer within its time limit.
 pub(crate) fn timed_out(context: &str, server: &str, limit: std::time::Duration) -> Error {
     Error::Unavailable {
@@ -90,6 +100,12 @@ mod tests {
             "{auth}"
         );
         assert!(timed_out("x", "redis://h", std::time::Duration::from_secs(1)).is_transient());
+        let demoted = RedisError::from((
+            ErrorKind::Server(ServerErrorKind::ResponseError),
+            "An error was signalled by the server",
+            "WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.".to_owned(),
+        ));
+        assert!(from_redis(demoted, "x", "redis://h").is_transient());
         let denied = RedisError::from((
             ErrorKind::Server(ServerErrorKind::NoPerm),
             "this user has no permissions to run the 'evalsha' command",

@@ -227,3 +227,82 @@ async fn a_paused_notice_node_does_not_stretch_an_acquire_past_its_timeout() {
         .await
         .expect("release");
 }
+
+/// The port of a replica of the master on `master`, from `CLUSTER NODES`.
+fn replica_of(master: u16) -> Option<u16> {
+    let nodes = cli(master, &["cluster", "nodes"]);
+    let master_id = nodes
+        .lines()
+        .find(|line| line.contains("myself"))?
+        .split_whitespace()
+        .next()?
+        .to_owned();
+    nodes
+        .lines()
+        .find(|line| line.contains("slave") && line.contains(&master_id))?
+        .split_whitespace()
+        .nth(1)?
+        .split(['@', ':'])
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_keeps_acquiring_across_a_failover() {
+    let Some(cluster) = cluster(3, 1).await else {
+        return;
+    };
+    let url = format!(
+        "{}?wait_replicas=1&wait_timeout=500ms&connect_timeout=300ms&response_timeout=500ms",
+        cluster.url()
+    );
+    let locks = locks(&url);
+    let lock = locks.lock("steady").timeout(Duration::from_secs(20));
+    let guard = lock.acquire().await.expect("acquire");
+    let master = cluster.master_of(guard.server_key());
+    guard.release().await.expect("release");
+    let replica = replica_of(master).expect("the master has a replica");
+
+    // Acquire and release in a loop while the replica takes over (a manual failover: the old
+    // master stays up, demoted, and refuses WAIT).
+    let looping = tokio::spawn(async move {
+        let (mut fences, mut failures) = (Vec::new(), Vec::new());
+        let until = Instant::now() + Duration::from_secs(6);
+        for _ in 0..200_000 {
+            if Instant::now() >= until {
+                break;
+            }
+            match lock.acquire().await {
+                Ok(guard) => {
+                    fences.push(guard.fence().expect("fence"));
+                    if let Err(error) = guard.release().await {
+                        failures.push(format!("release: {error}"));
+                    }
+                }
+                Err(error) => failures.push(format!("acquire: {error}")),
+            }
+        }
+        (fences, failures)
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answer = cli(replica, &["cluster", "failover"]);
+    assert!(answer.contains("OK"), "CLUSTER FAILOVER: {answer}");
+    let (fences, failures) = looping.await.expect("the loop");
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(fences.len() > 10, "only {} acquisitions", fences.len());
+    for pair in fences.windows(2) {
+        assert!(pair[1] > pair[0], "fence {} after {}", pair[1], pair[0]);
+    }
+    let promoted = tokio::task::spawn_blocking(move || {
+        cluster.wait_until_healthy();
+        cluster.masters().contains(&replica)
+    })
+    .await
+    .expect("cluster");
+    assert!(promoted, "the replica took over");
+    eprintln!(
+        "{} acquisitions across the failover, fences increasing",
+        fences.len()
+    );
+}
