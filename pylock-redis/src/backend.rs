@@ -12,9 +12,9 @@ use crate::calls::{CallError, Calls};
 use crate::coalesce::{Coalescer, Item};
 use crate::config::RedisConfig;
 use crate::errors::timed_out;
-use crate::keys::{FENCE_SUFFIX, fence_key, is_internal, notice_channel};
+use crate::keys::{FENCE_SUFFIX, REDLOCK_EPOCH_KEY, fence_key, is_internal, notice_channel};
 use crate::notices::Notices;
-use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, RELEASE};
+use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, REDLOCK_ACQUIRE, RELEASE};
 
 /// Acquires (and releases) of one backend that may be in flight before further ones are
 /// coalesced into batch script calls (see [`crate::coalesce`]). A few independent calls keep
@@ -226,6 +226,9 @@ impl LockBackend for RedisBackend {
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
         check_not_internal(key)?;
+        if let Some(guard) = self.config.restart_guard {
+            return self.try_acquire_guarded(key, token, ttl, guard).await;
+        }
         let reply = self
             .acquires
             .call(AcquireItem {
@@ -318,13 +321,60 @@ impl LockBackend for RedisBackend {
     }
 }
 
+impl RedisBackend {
+    /// A Redlock node's acquire under its restart guard ([`REDLOCK_ACQUIRE`]).
+    async fn try_acquire_guarded(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+        guard: Duration,
+    ) -> Result<Attempt> {
+        let context = "acquiring a lock";
+        let reply: Vec<i64> = self
+            .calls
+            .run(
+                context,
+                REDLOCK_ACQUIRE
+                    .key(key)
+                    .key(REDLOCK_EPOCH_KEY)
+                    .arg(token.to_hex())
+                    .arg(millis(ttl))
+                    .arg(millis(guard)),
+            )
+            .await?;
+        Ok(match reply.as_slice() {
+            [1, ..] => Attempt::Acquired { fence: None },
+            [0, guarded, 1] => {
+                tracing::debug!(
+                    server = self.calls.server(),
+                    guarded_ms = guarded,
+                    "pylock: redlock node under its restart guard"
+                );
+                Attempt::Held {
+                    remaining: u64::try_from(*guarded).ok().map(Duration::from_millis),
+                }
+            }
+            [0, pttl] => Attempt::Held {
+                remaining: u64::try_from(*pttl).ok().map(Duration::from_millis),
+            },
+            _ => {
+                return Err(CallError::BadReply(format!("{reply:?}"))
+                    .into_error(context, self.calls.server()));
+            }
+        })
+    }
+}
+
 /// Refuses lock names that would address pylock's own keys (the fence counters): with an
 /// empty key prefix, a lock named `{pylock:a}:pylock-fence` would be lock `a`'s counter.
 fn check_not_internal(key: &str) -> Result<()> {
     if is_internal(key) {
         return Err(pylock_core::Error::InvalidKey {
             key: key.to_owned(),
-            reason: format!("names ending in {FENCE_SUFFIX:?} are pylock's fencing counters"),
+            reason: format!(
+                "names ending in {FENCE_SUFFIX:?}, and {REDLOCK_EPOCH_KEY:?}, are pylock's own keys"
+            ),
         });
     }
     Ok(())

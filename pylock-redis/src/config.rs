@@ -22,7 +22,13 @@ pub const OPTIONS: &[&str] = &[
 ];
 
 /// The query options a Redlock URL may carry.
-pub const REDLOCK_OPTIONS: &[&str] = &["db", "connect_timeout", "response_timeout", "node_timeout"];
+pub const REDLOCK_OPTIONS: &[&str] = &[
+    "db",
+    "connect_timeout",
+    "response_timeout",
+    "node_timeout",
+    "restart_guard",
+];
 
 /// How long a Redlock node may take to answer one attempt before it counts as failed.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(100);
@@ -77,6 +83,8 @@ pub struct RedisConfig {
     pub(crate) response_timeout: Duration,
     pub(crate) fencing: bool,
     pub(crate) wait: Option<WaitForReplicas>,
+    /// Redlock nodes only: how long a node that lost its memory must not grant locks.
+    pub(crate) restart_guard: Option<Duration>,
     redacted: String,
 }
 
@@ -167,6 +175,7 @@ impl RedisConfig {
             response_timeout: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
             fencing: options.bool("fencing")?.unwrap_or(true),
             wait,
+            restart_guard: None,
             redacted: url.redacted().to_owned(),
         })
     }
@@ -402,8 +411,10 @@ fn unix_address(url: &ConnectionUrl) -> Result<ConnectionAddr> {
 /// | `node_timeout` | `100ms` | longest wait for one node's answer to one attempt |
 /// | `connect_timeout`, `response_timeout` | `1s` | as for `redis://` |
 /// | `db` | `0` | database number on every node |
+/// | `restart_guard` | off | the longest TTL your clients use: a node that lost its memory (restarted without persistence, flushed) grants nothing for this long after pylock first sees it empty |
 ///
-/// At least three nodes: Redlock holds a lock on a majority of them.
+/// At least three nodes: Redlock holds a lock on a majority of them. See
+/// [`crate::redlock`] for `restart_guard`.
 #[derive(Debug, Clone)]
 pub struct RedlockConfig {
     pub(crate) nodes: Vec<RedisConfig>,
@@ -441,6 +452,10 @@ impl RedlockConfig {
         let db = database(&parsed, path_db, options.u64("db")?)?;
         let connect_timeout = options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
         let response_timeout = options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?;
+        let restart_guard = match options.get("restart_guard") {
+            Some(_) => Some(options.timeout("restart_guard", Duration::ZERO)?),
+            None => None,
+        };
         let mut nodes = Vec::with_capacity(hosts.len());
         for (i, host) in hosts.iter().enumerate() {
             if hosts[..i].contains(host) {
@@ -458,6 +473,7 @@ impl RedlockConfig {
                 // No fencing: no counter can be kept consistent across independent masters.
                 fencing: false,
                 wait: None,
+                restart_guard,
                 redacted: format!("redlock node {}", host.to_socket_string(DEFAULT_PORT)),
             });
         }

@@ -28,7 +28,17 @@
 //!   write (`appendonly yes` + `appendfsync always`). Restarted empty at once, it can let a
 //!   second client gather a majority while the first still holds one. So either run nodes with
 //!   `appendfsync always`, or keep a crashed node down for longer than the longest TTL in use
-//!   before it rejoins ("delayed restart").
+//!   before it rejoins ("delayed restart"), or let pylock enforce the delay:
+//!
+//! **`?restart_guard=<longest TTL in use>`** makes every node keep, in a key of its own
+//! (`pylock-redlock-epoch`), the server time at which pylock first found it empty, and grant
+//! nothing until that long after it. A node restarted at once without persistence (or
+//! flushed) is found empty by the next acquire and sits out the guard, so the restart rule
+//! holds even when operators restart nodes at once (tested: without the guard, a second
+//! holder gets in; with it, not). The cost: one `GET` and `TIME` inside each node's acquire
+//! script; and a brand-new deployment waits the guard once, since an empty node may be a
+//! restarted one. It is off unless given, because only the operator knows the longest TTL
+//! its clients use: a restarted node has forgotten it, with everything else.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -73,6 +73,47 @@ return replies
     )
 });
 
+/// Acquire on a Redlock node that guards against its own restarts. KEYS: the lock, the node's
+/// epoch key. ARGV: token, TTL in ms, guard in ms. Replies `{1, 0}` (acquired), `{0, pttl}`
+/// (held), or `{0, ms}` with a third element `1` while the node is under its restart guard.
+///
+/// The epoch key holds the server time (ms) at which pylock first found the node empty. A
+/// node that lost its memory (restarted without persistence, flushed) has lost its locks,
+/// and until the longest TTL in use has passed its vote could give a second client a
+/// majority while the first still holds one: the Redlock restart rule. So for `guard` ms
+/// after its epoch began the node grants nothing. Otherwise this is [`ACQUIRE`] for one lock,
+/// without fencing.
+pub static REDLOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local since = tonumber(redis.call('GET', KEYS[2]) or '')
+if not since then
+  redis.call('SET', KEYS[2], string.format('%d', now_ms))
+  since = now_ms
+end
+local guarded = since + tonumber(ARGV[3]) - now_ms
+if guarded > 0 then
+  return {0, guarded, 1}
+end
+local token = ARGV[1]
+if redis.call('SET', KEYS[1], token, 'NX', 'PX', ARGV[2]) then
+  return {1, 0}
+end
+local holder = redis.call('GET', KEYS[1])
+if holder == token or holder == token .. '+' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return {1, 0}
+end
+if holder and #holder == #token then
+  redis.call('APPEND', KEYS[1], '+')
+end
+return {0, redis.call('PTTL', KEYS[1])}
+",
+    )
+});
+
 /// Release, for one lock or a batch of them. KEYS: the locks. ARGV: the token and the notice
 /// channel, for each lock. Replies per lock, in order: 1 if we held it, else 0.
 ///
