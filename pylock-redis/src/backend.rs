@@ -146,12 +146,14 @@ impl RedisBackend {
         &self.config
     }
 
-    /// With `wait_replicas`, waits until enough replicas have the write just made to `key`.
+    /// With `wait_replicas`, checks that the master of `key`'s slot has the lock just
+    /// written (or extended) for `token`, and waits until enough of its replicas have it.
     ///
     /// # Errors
     ///
-    /// [`pylock_core::Error::Unavailable`] if too few replicas acknowledged in time.
-    async fn wait_for_replicas(&self, key: &str) -> Result<()> {
+    /// [`pylock_core::Error::Unavailable`] if too few replicas acknowledged in time, or the
+    /// master does not have the lock (it was lost in a failover before a replica had it).
+    async fn wait_for_replicas(&self, key: &str, token: &Token, ttl: Duration) -> Result<()> {
         let Some(wait) = self.config.wait else {
             return Ok(());
         };
@@ -164,28 +166,37 @@ impl RedisBackend {
             .map_err(|e| e.into_error(context, server))?;
         let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
         let limit = wait.timeout.saturating_add(self.calls.limit());
-        let acknowledged = match tokio::time::timeout(
+        let (confirmed, acknowledged) = match tokio::time::timeout(
             limit,
-            connection.wait_for_replicas(key, wait.replicas, timeout_ms),
+            connection.confirm_and_wait(
+                key,
+                &token.to_hex(),
+                millis(ttl),
+                wait.replicas,
+                timeout_ms,
+            ),
         )
         .await
         {
-            Ok(Ok(acknowledged)) => acknowledged,
+            Ok(Ok(answer)) => answer,
             Ok(Err(e)) => return Err(CallError::Redis(e).into_error(context, server)),
             Err(_) => return Err(timed_out(context, server, limit)),
         };
-        if acknowledged >= wait.replicas {
-            Ok(())
+        let shortfall = if !confirmed {
+            format!("the master at {server} does not have the lock (lost in a failover?)")
+        } else if acknowledged < wait.replicas {
+            format!(
+                "only {acknowledged} of {} replicas acknowledged the lock within {:?} at {server}",
+                wait.replicas, wait.timeout
+            )
         } else {
-            Err(pylock_core::Error::Unavailable {
-                backend: "redis",
-                context: format!(
-                    "only {acknowledged} of {} replicas acknowledged the lock within {:?} at {server}",
-                    wait.replicas, wait.timeout
-                ),
-                source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
-            })
-        }
+            return Ok(());
+        };
+        Err(pylock_core::Error::Unavailable {
+            backend: "redis",
+            context: shortfall,
+            source: Box::new(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        })
     }
 }
 
@@ -240,7 +251,7 @@ impl LockBackend for RedisBackend {
             .await;
         let [acquired, value] = integers(reply, "acquiring a lock", self.calls.server())?;
         Ok(if acquired == 1 {
-            if let Err(error) = self.wait_for_replicas(key).await {
+            if let Err(error) = self.wait_for_replicas(key, token, ttl).await {
                 // Not safe from a failover yet: give the lock back, let the caller retry.
                 let _ = self.release(key, token).await;
                 return Err(error);
@@ -282,7 +293,7 @@ impl LockBackend for RedisBackend {
             )
             .await?;
         if extended == 1 {
-            self.wait_for_replicas(key).await?;
+            self.wait_for_replicas(key, token, ttl).await?;
         }
         Ok(extended == 1)
     }

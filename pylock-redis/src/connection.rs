@@ -4,7 +4,7 @@
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 #[derive(Clone)]
@@ -24,36 +24,65 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
-    /// `WAIT numreplicas timeout` on the server that holds `key`: how many replicas have
-    /// acknowledged this connection's writes so far.
-    pub(crate) async fn wait_for_replicas(
+    /// On the server that holds `key` now, in one pipeline on one connection: confirm that
+    /// `key` still holds `token` (setting its TTL again, a write of this connection's), then
+    /// `WAIT numreplicas timeout`. Returns whether the lock is there, and how many replicas
+    /// acknowledged the connection's writes, that one included.
+    ///
+    /// Both go to the same node in order, so a slot map that changed since the lock was
+    /// written cannot make `WAIT` vouch for a node that does not have the lock: that node
+    /// answers "not confirmed" instead.
+    pub(crate) async fn confirm_and_wait(
         &mut self,
         key: &str,
+        token: &str,
+        ttl_ms: u64,
         replicas: u64,
         timeout_ms: u64,
-    ) -> RedisResult<u64> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(timeout_ms);
-        match self {
-            Connection::Single(connection) => wait.query_async(connection).await,
+    ) -> RedisResult<(bool, u64)> {
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("EVAL")
+            .arg(CONFIRM)
+            .arg(1)
+            .arg(key)
+            .arg(token)
+            .arg(ttl_ms)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout_ms);
+        let values: Vec<Value> = match self {
+            Connection::Single(connection) => pipeline.query_async(connection).await?,
             Connection::Cluster(connection) => {
-                // WAIT names no key; route it to the master of the lock's slot, where the
-                // lock was just written.
+                // WAIT names no key; both go to the master of the lock's slot.
                 let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
-                let value = connection
-                    .route_command(
-                        wait,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
+                connection
+                    .route_pipeline(pipeline, 0, 2, SingleNodeRoutingInfo::SpecificNode(route))
                     .await?
-                    // The server's error reply (a demoted master refuses WAIT) as an error,
-                    // not as a value of the wrong type.
-                    .extract_error()?;
-                Ok(redis::from_redis_value(value)?)
             }
-        }
+        };
+        let mut values = values.into_iter().map(|value| {
+            // A server's error reply (a demoted master refuses WAIT) as an error, not as a
+            // value of the wrong type.
+            value
+                .extract_error()
+                .and_then(|value| Ok(redis::from_redis_value::<i64>(value)?))
+        });
+        let confirmed = values.next().transpose()?.unwrap_or(0);
+        let acknowledged = values.next().transpose()?.unwrap_or(0);
+        Ok((confirmed == 1, u64::try_from(acknowledged).unwrap_or(0)))
     }
 }
+
+/// Sets the TTL of KEYS[1] again if it holds ARGV[1] (marked by a waiter or not); 1 if so.
+/// Sent by `EVAL` inside a pipeline, where a `NOSCRIPT` reply could not be answered.
+const CONFIRM: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] or holder == ARGV[1] .. '+' then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {

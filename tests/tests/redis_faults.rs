@@ -485,3 +485,33 @@ async fn operators_tools_touch_only_locks_and_names_cannot_reach_internal_keys()
     }
     held.release().await.expect("release a");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_replicas_on_one_server_with_a_replica() {
+    let Some(primary) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let port = primary.port().to_string();
+    let Some(_replica) = TestServer::start(
+        Kind::Redis,
+        Needs::args(&["--replicaof", "127.0.0.1", &port]),
+    )
+    .await
+    else {
+        return;
+    };
+    let url = format!("{}?wait_replicas=1&wait_timeout=2s", primary.url());
+    let locks = locks(&url);
+    // The replica needs a moment to sync; the wait loop retries until then.
+    let mut guard = locks
+        .lock("replicated")
+        .timeout(Duration::from_secs(20))
+        .acquire()
+        .await
+        .expect("acquire, acknowledged by the replica");
+    guard
+        .extend(Duration::from_secs(10))
+        .await
+        .expect("extend, acknowledged by the replica");
+    guard.release().await.expect("release");
+}
