@@ -101,13 +101,15 @@ async fn serve(client: TcpStream, upstream: u16, mut faults: watch::Receiver<Fau
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
     let client_write = Arc::new(tokio::sync::Mutex::new(client_write));
+    let server_write = Arc::new(tokio::sync::Mutex::new(server_write));
+    // Requests may be answered with garbage by the proxy itself; replies are only dropped.
     let requests = pump(
         client_read,
         server_write,
-        Arc::clone(&client_write),
+        Some(Arc::clone(&client_write)),
         faults.clone(),
     );
-    let replies = pump_replies(server_read, client_write, faults.clone());
+    let replies = pump(server_read, client_write, None, faults.clone());
     tokio::select! {
         () = requests => {}
         () = replies => {}
@@ -122,11 +124,14 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// Client to server, obeying the fault for each chunk.
+type Writer = Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>;
+
+/// Forwards chunks from `from` to `to`, obeying the fault in force for each chunk. With
+/// `answer` (the client, for requests), `Garbage` answers there instead of forwarding.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    client: Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>,
+    to: Writer,
+    answer: Option<Writer>,
     mut faults: watch::Receiver<Fault>,
 ) {
     let mut buffer = vec![0u8; 64 * 1024];
@@ -150,48 +155,13 @@ async fn pump(
                 }
                 Fault::Silent => break,
                 Fault::Garbage => {
-                    if client.lock().await.write_all(GARBAGE).await.is_err() {
+                    if let Some(client) = &answer
+                        && client.lock().await.write_all(GARBAGE).await.is_err()
+                    {
                         return;
                     }
                     break;
                 }
-                Fault::Reset => return,
-            }
-            if to.write_all(&buffer[..n]).await.is_err() {
-                return;
-            }
-            break;
-        }
-    }
-}
-
-/// Server to client, obeying the fault for each chunk.
-async fn pump_replies(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    to: Arc<tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>>,
-    mut faults: watch::Receiver<Fault>,
-) {
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let Ok(n) = from.read(&mut buffer).await else {
-            return;
-        };
-        if n == 0 {
-            return;
-        }
-        loop {
-            let fault = *faults.borrow_and_update();
-            match fault {
-                Fault::Pass => {}
-                Fault::Delay(delay) => tokio::time::sleep(delay).await,
-                Fault::Stall => {
-                    if faults.changed().await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
-                // Replies to requests sent before the fault are lost too.
-                Fault::Silent | Fault::Garbage => break,
                 Fault::Reset => return,
             }
             if to.lock().await.write_all(&buffer[..n]).await.is_err() {
