@@ -1,6 +1,10 @@
 //! [`Calls`]: the one connection of a backend, made on first use, and the one way scripts are
 //! sent over it (time limit, one retry after a dropped connection, error mapping).
 //!
+//! A connection that read something it could not parse (a reply corrupted on the way, a
+//! server that answered garbage) is out of step for good: every later reply would be read
+//! against the wrong request. It is discarded, and the next call makes a new one.
+//!
 //! It lives behind an `Arc` so that batches of coalesced calls (see [`crate::coalesce`]) can
 //! be sent from their own tasks.
 
@@ -11,7 +15,6 @@ use pylock_core::{Error, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::{RedisError, ScriptInvocation, Value};
-use tokio::sync::OnceCell;
 
 use crate::config::{RedisConfig, Servers};
 use crate::connection::Connection;
@@ -19,7 +22,11 @@ use crate::errors::{from_redis, timed_out};
 
 pub(crate) struct Calls {
     connector: Connector,
-    connection: OnceCell<Connection>,
+    /// The current connection and its generation (so that only the call that saw a
+    /// connection break discards it, not a newer one).
+    current: std::sync::RwLock<Option<(u64, Connection)>>,
+    /// Held while a connection is made, so that concurrent first calls make one.
+    connecting: tokio::sync::Mutex<u64>,
     /// The server's URL, redacted, for messages.
     server: String,
     connect_timeout: Duration,
@@ -104,7 +111,8 @@ impl Calls {
         };
         Ok(Calls {
             connector,
-            connection: OnceCell::new(),
+            current: std::sync::RwLock::new(None),
+            connecting: tokio::sync::Mutex::new(0),
             server: config.redacted_url().to_owned(),
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -126,34 +134,72 @@ impl Calls {
 
     /// The shared connection, made on first use.
     pub(crate) async fn connection(&self) -> std::result::Result<Connection, CallError> {
-        self.connection
-            .get_or_try_init(|| async {
-                match &self.connector {
-                    Connector::Single(client) => {
-                        let config = ConnectionManagerConfig::new()
-                            .set_connection_timeout(Some(self.connect_timeout))
-                            .set_response_timeout(Some(self.response_timeout))
-                            // One connect attempt per call: a call must fail within its
-                            // timeouts while the server is down, and the next call tries again.
-                            .set_number_of_retries(0);
-                        ConnectionManager::new_lazy_with_config(client.clone(), config)
-                            .map(Connection::Single)
-                            .map_err(CallError::Redis)
-                    }
-                    Connector::Cluster(client) => {
-                        // The cluster client finds the slots from the seeds, follows MOVED/ASK
-                        // and reconnects to nodes by itself; only its first contact can fail.
-                        let limit = self.connect_timeout.saturating_add(self.response_timeout);
-                        match tokio::time::timeout(limit, client.get_async_connection()).await {
-                            Ok(Ok(connection)) => Ok(Connection::Cluster(connection)),
-                            Ok(Err(e)) => Err(CallError::Redis(e)),
-                            Err(_) => Err(CallError::TimedOut(limit)),
-                        }
-                    }
-                }
-            })
+        self.current_connection()
             .await
-            .cloned()
+            .map(|(_, connection)| connection)
+    }
+
+    /// The shared connection and its generation, made on first use (or after a discard).
+    async fn current_connection(&self) -> std::result::Result<(u64, Connection), CallError> {
+        if let Some(current) = self.read_current() {
+            return Ok(current);
+        }
+        let mut generation = self.connecting.lock().await;
+        if let Some(current) = self.read_current() {
+            return Ok(current);
+        }
+        let connection = self.connect().await?;
+        *generation += 1;
+        let current = (*generation, connection);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(current.clone());
+        Ok(current)
+    }
+
+    fn read_current(&self) -> Option<(u64, Connection)> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Forgets connection `generation` if it is still the current one.
+    fn discard(&self, generation: u64) {
+        let mut current = self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+
+    async fn connect(&self) -> std::result::Result<Connection, CallError> {
+        match &self.connector {
+            Connector::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.response_timeout))
+                    // One connect attempt per call: a call must fail within its timeouts
+                    // while the server is down, and the next call tries again.
+                    .set_number_of_retries(0);
+                ConnectionManager::new_lazy_with_config(client.clone(), config)
+                    .map(Connection::Single)
+                    .map_err(CallError::Redis)
+            }
+            Connector::Cluster(client) => {
+                // The cluster client finds the slots from the seeds, follows MOVED/ASK and
+                // reconnects to nodes by itself; only its first contact can fail.
+                let limit = self.connect_timeout.saturating_add(self.response_timeout);
+                match tokio::time::timeout(limit, client.get_async_connection()).await {
+                    Ok(Ok(connection)) => Ok(Connection::Cluster(connection)),
+                    Ok(Err(e)) => Err(CallError::Redis(e)),
+                    Err(_) => Err(CallError::TimedOut(limit)),
+                }
+            }
+        }
     }
 
     /// Runs one script within [`Calls::limit`].
@@ -172,9 +218,17 @@ impl Calls {
         let limit = self.limit();
         let mut retried = false;
         loop {
-            let mut connection = self.connection().await?;
+            let (generation, mut connection) = self.current_connection().await?;
             match tokio::time::timeout(limit, script.invoke_async(&mut connection)).await {
                 Ok(Ok(value)) => return Ok(value),
+                Ok(Err(error)) if error.kind() == redis::ErrorKind::Parse => {
+                    tracing::warn!(%error, server = %self.server, "pylock: unreadable reply, reconnecting");
+                    self.discard(generation);
+                    if retried {
+                        return Err(CallError::Redis(error));
+                    }
+                    retried = true;
+                }
                 Ok(Err(error)) if !retried && error.is_connection_dropped() => {
                     tracing::debug!(%error, "pylock: redis connection dropped, retrying once");
                     retried = true;

@@ -1,4 +1,4 @@
-//! Deadlines hold whatever the server does: through a fault proxy that makes a real Redis or
+//! Deadlines hold, and clients recover, whatever the server does: through a fault proxy that makes a real Redis or
 //! memcached silent (half-open), stalled, slow, reset or answering garbage, every public call
 //! returns within its documented bound. An acquire's bound is its timeout plus
 //! `FINAL_ATTEMPT_GRACE`, even with response timeouts in the URL far longer than the timeout;
@@ -139,4 +139,48 @@ async fn redis_calls_end_at_the_backends_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_calls_end_at_the_backends_limit() {
     other_calls_end_at_the_backends_limit(Kind::Memcached).await;
+}
+
+/// A reply garbled on the way (or a server that once answered garbage) fails the calls it
+/// hit, and the same client works again once the replies are sound: the connection that read
+/// garbage is replaced, not kept out of step for good.
+async fn garbage_once_does_not_break_the_client(kind: Kind) {
+    let Some(server) = TestServer::start(kind, Needs::any()).await else {
+        return;
+    };
+    let proxy = FaultProxy::start(server.port()).await;
+    let url = format!(
+        "{}://127.0.0.1:{}?response_timeout=500ms",
+        scheme(kind),
+        proxy.port()
+    );
+    let locks = Locks::connect(&url).expect("connect");
+    let lock = locks.lock("garbled").timeout(Duration::from_secs(1));
+    lock.acquire()
+        .await
+        .expect("acquire")
+        .release()
+        .await
+        .expect("release");
+    proxy.set(Fault::Garbage);
+    assert!(lock.acquire().await.is_err(), "garbage is not a lock");
+    proxy.set(Fault::Pass);
+    for _ in 0..3 {
+        lock.acquire()
+            .await
+            .expect("the client works again")
+            .release()
+            .await
+            .expect("release");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_recovers_from_a_garbled_reply() {
+    garbage_once_does_not_break_the_client(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memcached_recovers_from_a_garbled_reply() {
+    garbage_once_does_not_break_the_client(Kind::Memcached).await;
 }
