@@ -67,9 +67,10 @@
 //! locks that must survive any single failure, use Redlock over independent masters, or give
 //! the protected resource fencing.
 //!
-//! Fencing tokens: the fence of an acquire is the larger of the lock's counter plus one and
-//! the server's clock in microseconds (`TIME`), and the counter (`{<key>}:pylock-fence`, in
-//! the lock's slot) is set to it with the lock's TTL. So fences strictly increase per lock
+//! Fencing tokens: the fence of an acquire is the lock's counter plus one
+//! (`{<key>}:pylock-fence`, in the lock's slot, kept with the lock's TTL), or, when there is
+//! no counter, the server's clock in microseconds (`TIME`), which then starts a new counter
+//! (see [`scripts::ACQUIRE`] for why that never goes back). So fences strictly increase per lock
 //! across releases, expiries, eviction of the lock or its counter, `FLUSHALL`, a restart
 //! without persistence and a failover (all tested), and no counter outlives its lock by more
 //! than one TTL. The one assumption left: the server's clock does not go back, and a promoted

@@ -12,14 +12,17 @@ use redis::Script;
 /// the TTL in ms for each lock. Replies two integers per lock, in order: `1, fence` or
 /// `0, pttl` (fence 0 when not fencing; pttl -1 for a key without TTL).
 ///
-/// One atomic `SET NX PX`. On success, the fence is the larger of the counter plus one and
-/// the server's clock in microseconds (`TIME`), and the counter is set to it with the lock's
-/// TTL. The clock is what keeps fences increasing when the counter is gone (a restart without
-/// persistence, `FLUSHALL`, eviction, its TTL): a later acquire reads a later clock. The
-/// counter only orders acquires within one microsecond, so it may expire, and does: no key
-/// outlives its lock by more than the lock's TTL. What remains assumed: the server's clock
-/// does not go back (and a promoted replica's clock is not behind its old master's by more
-/// than the failover took).
+/// One atomic `SET NX PX`. On success, the fence is the lock's counter plus one (`INCR`),
+/// and the counter gets the lock's TTL; a counter that is gone (a restart without
+/// persistence, `FLUSHALL`, eviction, its TTL) starts again from the server's clock in
+/// microseconds (`TIME`), not from 1. That keeps fences increasing: a counter started from
+/// the clock grows by one per acquire, and acquires of one lock are more than a microsecond
+/// apart (each needs a release between), so it never runs ahead of the clock, and a later
+/// restart reads a later clock. The counter may expire, and does: no key outlives its lock
+/// by more than the lock's TTL. What remains assumed: the server's clock does not go back
+/// (and a promoted replica's clock is not behind its old master's by more than the failover
+/// took). A counter left by an older pylock (a small number, no TTL) goes on from its value
+/// and gets a TTL.
 ///
 /// If the key already holds our token, an earlier attempt of this same acquire succeeded but
 /// its reply was lost: the hold is ours, with a new TTL and its fence. Otherwise the reply
@@ -38,18 +41,20 @@ pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
         r"
 local replies = {}
 local fencing = ARGV[1] == '1'
-local clock = 0
-if fencing then
-  local now = redis.call('TIME')
-  clock = tonumber(now[1]) * 1000000 + tonumber(now[2])
-end
 for i = 1, #KEYS / 2 do
   local lock, fence, token, ttl = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], ARGV[2 * i + 1]
   if redis.call('SET', lock, token, 'NX', 'PX', ttl) then
     local given = 0
     if fencing then
-      given = math.max(tonumber(redis.call('GET', fence) or '0') + 1, clock)
-      redis.call('SET', fence, string.format('%d', given), 'PX', ttl)
+      given = redis.call('INCR', fence)
+      if given == 1 then
+        -- No counter: start from the clock, beyond every fence given before it was lost.
+        local now = redis.call('TIME')
+        given = tonumber(now[1]) * 1000000 + tonumber(now[2])
+        redis.call('SET', fence, string.format('%d', given), 'PX', ttl)
+      else
+        redis.call('PEXPIRE', fence, ttl)
+      end
     end
     replies[2 * i - 1], replies[2 * i] = 1, given
   else
