@@ -4,20 +4,24 @@
 //! The rules that keep wake-ups from getting lost:
 //! - A waiter is on the [`NoticeBoard`] *before* its `SUBSCRIBE` is sent, and `subscribe`
 //!   returns only after the server confirmed it, so every release after that reaches it.
-//! - Subscribing and unsubscribing take turns under one async lock (the `gate`), and an
-//!   `UNSUBSCRIBE` is sent only if the board shows no waiter at that moment: a waiter that
-//!   arrives later sends its own `SUBSCRIBE` after it, on the same connection, in order.
+//! - Subscribing and unsubscribing one channel take turns under that channel's lock (one of
+//!   [`STRIPES`] locks, chosen by the channel's hash), and an `UNSUBSCRIBE` is sent only if
+//!   the board shows no waiter at that moment: a waiter that arrives later sends its own
+//!   `SUBSCRIBE` after it, on the same connection, in order.
 //! - When the subscriber connection drops, the reader reconnects, subscribes again to every
 //!   waited channel, and then wakes all waiters, since releases during the outage were not
 //!   heard. Meanwhile waiters fall back to polling (the core's bounded backoff).
 //!
-//! A connection in doubt is never kept: a `SUBSCRIBE` or `UNSUBSCRIBE` that failed, timed out
-//! or was abandoned (its waiter's deadline passed; the wait loop bounds every subscription by
-//! it) closes the connection, reader included, and the next waiter connects afresh, so no
-//! waiter queues behind a server that stopped answering.
+//! Waiters of different locks never queue behind each other's network calls: the shared
+//! state is behind a plain mutex never held across an `.await`, and only waiters of the same
+//! channel (who need that very subscription) or of a connection being made wait. A connection
+//! in doubt is never kept: a `SUBSCRIBE` or `UNSUBSCRIBE` that failed, timed out or was
+//! abandoned (its waiter's deadline passed; the wait loop bounds every subscription by it)
+//! closes the connection, reader included, and the next waiter connects afresh.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Weak};
+use std::hash::BuildHasher;
+use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -31,6 +35,9 @@ use crate::errors::{from_redis, timed_out};
 /// Longest pause between reconnect attempts of the subscriber connection.
 const MAX_RECONNECT_PAUSE: Duration = Duration::from_secs(2);
 
+/// How many channel locks: waiters of different locks rarely share one.
+const STRIPES: usize = 64;
+
 pub(crate) struct Notices {
     /// One client per server that can deliver the notices (the seed nodes of a cluster);
     /// reconnects go round them.
@@ -41,13 +48,21 @@ pub(crate) struct Notices {
     timeout: Duration,
     /// Keyed by channel name.
     board: NoticeBoard,
-    /// Its `close` sender drops with `Notices`, which ends the reader task.
-    gate: Mutex<Subscriber>,
+    /// The connection and what it is subscribed to. Never held across an `.await`; its
+    /// `close` sender drops with `Notices`, which ends the reader task.
+    state: std::sync::Mutex<Subscriber>,
+    /// Held while a connection is made (waiters without one need that connection).
+    connecting: Mutex<()>,
+    /// Orders the subscribe and unsubscribe calls of one channel.
+    stripes: Vec<Mutex<()>>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 #[derive(Default)]
 struct Subscriber {
-    sink: Option<PubSubSink>,
+    /// The current connection's sink and generation.
+    sink: Option<(u64, PubSubSink)>,
+    generation: u64,
     /// Channels the server has confirmed on the current connection.
     active: HashSet<String>,
     /// Dropped to close the current connection's reader (and so the connection).
@@ -55,20 +70,31 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    /// Forgets the current connection and ends its reader: the next subscription connects
-    /// again.
-    fn discard(&mut self) {
-        self.sink = None;
+    /// Forgets connection `generation` (if still current) and ends its reader: the next
+    /// subscription connects again.
+    fn discard(&mut self, generation: u64) {
+        if self.sink.as_ref().is_some_and(|(g, _)| *g == generation) {
+            self.sink = None;
+            self.active.clear();
+            self.close = None;
+        }
+    }
+
+    /// Makes `sink` the current connection; its generation.
+    fn install(&mut self, sink: PubSubSink, close: watch::Sender<()>) -> u64 {
+        self.generation += 1;
+        self.sink = Some((self.generation, sink));
         self.active.clear();
-        self.close = None;
+        self.close = Some(close);
+        self.generation
     }
 }
 
-/// Discards the subscriber's connection when dropped before [`InDoubt::settled`]: a
-/// subscription abandoned half-way (its waiter's deadline) leaves the connection's state
-/// unknown.
+/// Discards connection `generation` when dropped before [`InDoubt::settled`]: a call
+/// abandoned half-way (its waiter's deadline) leaves the connection's state unknown.
 struct InDoubt<'a> {
-    subscriber: &'a mut Subscriber,
+    notices: &'a Notices,
+    generation: u64,
     settled: bool,
 }
 
@@ -81,7 +107,7 @@ impl InDoubt<'_> {
 impl Drop for InDoubt<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.subscriber.discard();
+            self.notices.state().discard(self.generation);
         }
     }
 }
@@ -98,34 +124,47 @@ impl Notices {
                 board: NoticeBoard::with_idle_hook(move |channel| {
                     unsubscribe_later(this.clone(), channel.to_owned());
                 }),
-                gate: Mutex::default(),
+                state: std::sync::Mutex::default(),
+                connecting: Mutex::default(),
+                stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+                hasher: std::collections::hash_map::RandomState::new(),
             }
         })
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, Subscriber> {
+        // Each critical section is a few field updates: a panic cannot leave it half done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock that orders the calls of `channel`.
+    fn stripe(&self, channel: &str) -> &Mutex<()> {
+        let index = usize::try_from(self.hasher.hash_one(channel) % STRIPES as u64).unwrap_or(0);
+        &self.stripes[index]
+    }
+
     /// Subscribes a waiter to `channel`; returns once the server has confirmed it.
     pub(crate) async fn subscribe(self: &Arc<Self>, channel: &str) -> Result<ReleaseNotice> {
-        let mut subscriber = self.gate.lock().await;
         let (notice, _) = self.board.subscribe(channel);
-        if subscriber.active.contains(channel) {
+        let _turn = self.stripe(channel).lock().await;
+        if self.state().active.contains(channel) {
             return Ok(notice);
         }
+        let (generation, mut sink) = self.sink().await?;
         let doubt = InDoubt {
-            subscriber: &mut subscriber,
+            notices: self,
+            generation,
             settled: false,
-        };
-        let mut sink = match &doubt.subscriber.sink {
-            Some(sink) => sink.clone(),
-            None => {
-                let (sink, close) = self.connect().await?;
-                doubt.subscriber.sink = Some(sink.clone());
-                doubt.subscriber.close = Some(close);
-                sink
-            }
         };
         match tokio::time::timeout(self.timeout, sink.subscribe(channel)).await {
             Ok(Ok(())) => {
-                doubt.subscriber.active.insert(channel.to_owned());
+                let mut state = self.state();
+                // On a connection replaced meanwhile, the reconnect subscribed every waited
+                // channel, this one included (its waiter was on the board first).
+                if state.sink.as_ref().is_some_and(|(g, _)| *g == generation) {
+                    state.active.insert(channel.to_owned());
+                }
+                drop(state);
                 doubt.settled();
                 Ok(notice)
             }
@@ -143,13 +182,20 @@ impl Notices {
         }
     }
 
-    /// Opens the subscriber connection and starts its reader; dropping the returned sender
-    /// ends the reader.
-    async fn connect(self: &Arc<Self>) -> Result<(PubSubSink, watch::Sender<()>)> {
+    /// The current connection's sink and generation, connecting first if there is none.
+    async fn sink(self: &Arc<Self>) -> Result<(u64, PubSubSink)> {
+        if let Some(current) = self.state().sink.clone() {
+            return Ok(current);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(current) = self.state().sink.clone() {
+            return Ok(current);
+        }
         let (sink, stream) = self.open().await?;
         let (close, closed) = watch::channel(());
-        tokio::spawn(read(Arc::downgrade(self), stream, closed));
-        Ok((sink, close))
+        let generation = self.state().install(sink.clone(), close);
+        tokio::spawn(read(Arc::downgrade(self), stream, closed, generation));
+        Ok((generation, sink))
     }
 
     async fn open(&self) -> Result<(PubSubSink, PubSubStream)> {
@@ -167,15 +213,20 @@ impl Notices {
     }
 
     async fn unsubscribe_if_idle(&self, channel: &str) {
-        let mut subscriber = self.gate.lock().await;
-        if self.board.is_waited(channel) || !subscriber.active.remove(channel) {
-            return;
-        }
-        let Some(mut sink) = subscriber.sink.clone() else {
-            return;
+        let _turn = self.stripe(channel).lock().await;
+        let (generation, mut sink) = {
+            let mut state = self.state();
+            if self.board.is_waited(channel) || !state.active.remove(channel) {
+                return;
+            }
+            let Some(current) = state.sink.clone() else {
+                return;
+            };
+            current
         };
         let doubt = InDoubt {
-            subscriber: &mut subscriber,
+            notices: self,
+            generation,
             settled: false,
         };
         // A failure or no answer: the connection is in doubt, and `doubt` discards it.
@@ -184,12 +235,18 @@ impl Notices {
         }
     }
 
-    /// After the subscriber connection dropped: one attempt to connect again, subscribe to
+    /// After connection `generation` dropped: one attempt to connect again, subscribe to
     /// every waited channel and wake all waiters (releases during the outage were not heard).
-    /// The new connection's stream and the signal that ends it, if it worked.
-    async fn reconnect_once(&self) -> Option<(PubSubStream, watch::Receiver<()>)> {
-        let mut subscriber = self.gate.lock().await;
-        subscriber.discard();
+    async fn reconnect_once(&self, generation: u64) -> Reconnect {
+        let _connecting = self.connecting.lock().await;
+        {
+            let mut state = self.state();
+            if state.sink.as_ref().is_some_and(|(g, _)| *g != generation) {
+                // Another connection took over (a waiter found none and made one).
+                return Reconnect::Superseded;
+            }
+            state.discard(generation);
+        }
         let waited = self.board.waited_keys();
         let reconnected = match self.open().await {
             Ok((mut sink, stream)) => {
@@ -198,17 +255,18 @@ impl Notices {
                         tokio::time::timeout(self.timeout, sink.subscribe(&waited)).await,
                         Ok(Ok(()))
                     );
-                subscribed.then(|| {
+                if subscribed {
                     let (close, closed) = watch::channel(());
-                    subscriber.active.extend(waited.iter().cloned());
-                    subscriber.sink = Some(sink);
-                    subscriber.close = Some(close);
-                    (stream, closed)
-                })
+                    let mut state = self.state();
+                    let generation = state.install(sink, close);
+                    state.active.extend(waited.iter().cloned());
+                    Reconnect::Done(stream, closed, generation)
+                } else {
+                    Reconnect::Failed
+                }
             }
-            Err(_) => None,
+            Err(_) => Reconnect::Failed,
         };
-        drop(subscriber);
         // Connected or not, every waiter should try now rather than wait for a notice that
         // may have been lost.
         for channel in &waited {
@@ -218,9 +276,23 @@ impl Notices {
     }
 }
 
-/// Delivers messages to waiters until the backend is dropped or the connection discarded,
-/// reconnecting when the connection drops.
-async fn read(notices: Weak<Notices>, mut stream: PubSubStream, mut closed: watch::Receiver<()>) {
+/// How an attempt to replace a dropped connection went.
+enum Reconnect {
+    /// The new connection's stream, the signal that ends it, and its generation.
+    Done(PubSubStream, watch::Receiver<()>, u64),
+    Failed,
+    /// Another connection is current: the old reader has nothing left to do.
+    Superseded,
+}
+
+/// Delivers messages of connection `generation` to waiters until the backend is dropped or
+/// the connection discarded, reconnecting when the connection drops.
+async fn read(
+    notices: Weak<Notices>,
+    mut stream: PubSubStream,
+    mut closed: watch::Receiver<()>,
+    mut generation: u64,
+) {
     loop {
         tokio::select! {
             message = stream.next() => match message {
@@ -230,8 +302,10 @@ async fn read(notices: Weak<Notices>, mut stream: PubSubStream, mut closed: watc
                 }
                 None => {
                     tracing::debug!("pylock: redis release-notice connection lost, reconnecting");
-                    match reconnect(&notices).await {
-                        Some((next, next_closed)) => (stream, closed) = (next, next_closed),
+                    match reconnect(&notices, generation).await {
+                        Some((next, next_closed, next_generation)) => {
+                            (stream, closed, generation) = (next, next_closed, next_generation);
+                        }
                         None => return,
                     }
                 }
@@ -242,14 +316,21 @@ async fn read(notices: Weak<Notices>, mut stream: PubSubStream, mut closed: watc
     }
 }
 
-/// Reconnects with capped exponential pauses until it works or the backend is dropped. Holds
-/// the backend only during an attempt, so that dropping it stops this loop.
-async fn reconnect(notices: &Weak<Notices>) -> Option<(PubSubStream, watch::Receiver<()>)> {
+/// Reconnects with capped exponential pauses until it works, another connection took over,
+/// or the backend is dropped. Holds the backend only during an attempt, so that dropping it
+/// stops this loop.
+async fn reconnect(
+    notices: &Weak<Notices>,
+    generation: u64,
+) -> Option<(PubSubStream, watch::Receiver<()>, u64)> {
     let mut pause = Duration::from_millis(50);
     loop {
-        let reconnected = notices.upgrade()?.reconnect_once().await;
-        if reconnected.is_some() {
-            return reconnected;
+        match notices.upgrade()?.reconnect_once(generation).await {
+            Reconnect::Done(stream, closed, generation) => {
+                return Some((stream, closed, generation));
+            }
+            Reconnect::Superseded => return None,
+            Reconnect::Failed => {}
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
