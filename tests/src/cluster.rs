@@ -15,12 +15,35 @@ use crate::server::free_port;
 pub struct TestCluster {
     dir: PathBuf,
     nodes: BTreeMap<u16, Option<Child>>,
+    /// For a cluster over TLS: the PEM files of the nodes' certificate, key and CA.
+    tls: Option<ClusterTls>,
+}
+
+/// The certificate files a TLS cluster's nodes present, and the CA that signed them.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    /// The nodes' certificate (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    /// The CA (PEM) clients must trust.
+    pub ca: PathBuf,
 }
 
 impl TestCluster {
     /// Starts and joins the nodes; `None` (after saying why) when `redis-server` or
     /// `redis-cli` is missing outside CI. Under `CI=true` a missing binary panics.
     pub fn start(masters: usize, replicas: usize) -> Option<TestCluster> {
+        Self::start_with(masters, replicas, None)
+    }
+
+    /// As [`start`](Self::start), every node speaking only TLS (clients, cluster bus and
+    /// replication) with the certificate of `tls`.
+    pub fn start_tls(masters: usize, replicas: usize, tls: ClusterTls) -> Option<TestCluster> {
+        Self::start_with(masters, replicas, Some(tls))
+    }
+
+    fn start_with(masters: usize, replicas: usize, tls: Option<ClusterTls>) -> Option<TestCluster> {
         for binary in ["redis-server", "redis-cli"] {
             if Command::new(binary).arg("--version").output().is_err() {
                 let message = format!("no {binary} to build a test cluster with");
@@ -40,6 +63,7 @@ impl TestCluster {
         let mut cluster = TestCluster {
             dir,
             nodes: BTreeMap::new(),
+            tls,
         };
         for _ in 0..masters * (1 + replicas) {
             let port = free_port().expect("free port");
@@ -47,6 +71,7 @@ impl TestCluster {
             cluster.spawn(port);
         }
         let mut create = Command::new("redis-cli");
+        create.args(cluster.cli_tls_args());
         create.arg("--cluster").arg("create");
         for port in cluster.nodes.keys() {
             create.arg(format!("127.0.0.1:{port}"));
@@ -71,8 +96,22 @@ impl TestCluster {
     }
 
     fn spawn(&mut self, port: u16) {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        let mut command = Command::new("redis-server");
+        match &self.tls {
+            None => command.args(["--port", &port.to_string()]),
+            Some(tls) => command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-cluster", "yes", "--tls-replication", "yes"])
+                .args(["--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(&tls.cert)
+                .arg("--tls-key-file")
+                .arg(&tls.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
             .arg("--cluster-config-file")
             .arg(self.dir.join(format!("nodes-{port}.conf")))
@@ -95,14 +134,46 @@ impl TestCluster {
         }
     }
 
-    /// `redis+cluster://` with every node as a seed.
+    /// `redis+cluster://` (`rediss+cluster://?ca_file=...` over TLS) with every node as a
+    /// seed.
     pub fn url(&self) -> String {
         let seeds: Vec<String> = self
             .nodes
             .keys()
             .map(|port| format!("127.0.0.1:{port}"))
             .collect();
-        format!("redis+cluster://{}", seeds.join(","))
+        match &self.tls {
+            None => format!("redis+cluster://{}", seeds.join(",")),
+            Some(tls) => format!(
+                "rediss+cluster://{}?ca_file={}",
+                seeds.join(","),
+                tls.ca.display()
+            ),
+        }
+    }
+
+    /// What `redis-cli` needs to talk to the nodes.
+    fn cli_tls_args(&self) -> Vec<String> {
+        match &self.tls {
+            None => Vec::new(),
+            Some(tls) => vec![
+                "--tls".to_owned(),
+                "--cacert".to_owned(),
+                tls.ca.display().to_string(),
+            ],
+        }
+    }
+
+    /// `redis-cli ARGS...` on the node at `port`, its output.
+    pub fn cli_on(&self, port: u16, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(self.cli_tls_args())
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// The ports of the nodes that are masters now.
@@ -123,7 +194,7 @@ impl TestCluster {
     pub fn master_of(&self, key: &str) -> u16 {
         self.masters()
             .into_iter()
-            .find(|port| cli(*port, &["exists", key]).trim() == "1")
+            .find(|port| self.cli_on(*port, &["exists", key]).trim() == "1")
             .unwrap_or_else(|| panic!("no master holds {key}"))
     }
 
@@ -192,7 +263,7 @@ impl TestCluster {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let healthy = self.live_ports().iter().all(|port| {
-                let info = cli(*port, &["cluster", "info"]);
+                let info = self.cli_on(*port, &["cluster", "info"]);
                 info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
             });
             if healthy {
@@ -216,7 +287,7 @@ impl TestCluster {
 
     fn cli_any(&self, args: &[&str]) -> String {
         let port = *self.live_ports().first().expect("a live node");
-        cli(port, args)
+        self.cli_on(port, args)
     }
 }
 

@@ -9,7 +9,7 @@ pub mod proxy;
 pub mod server;
 pub mod traces;
 
-pub use cluster::TestCluster;
+pub use cluster::{ClusterTls, TestCluster};
 pub use proxy::{Fault, FaultProxy};
 pub use server::{Kind, Needs, Provider, TestServer};
 

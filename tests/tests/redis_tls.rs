@@ -1,7 +1,8 @@
 //! `rediss://` against a real TLS redis-server, with certificates made by `openssl` at test
 //! time: the conformance suite with the server's private CA trusted through the URL, a wrong
 //! CA (or none) failing at once with a typed error that says what to fix, mutual TLS with a
-//! client certificate, and TLS files that cannot be read refused when the URL is parsed.
+//! client certificate, TLS files that cannot be read refused when the URL is parsed, and a
+//! Redis Cluster over TLS (`rediss+cluster://`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,7 +13,7 @@ use pylock::redis::RedisBackend;
 use pylock::{Error, LockBackend, Locks};
 use pylock_core::conformance;
 use pylock_tests::server::free_port;
-use pylock_tests::{Kind, Needs, Provider, TestServer};
+use pylock_tests::{ClusterTls, Kind, Needs, Provider, TestCluster, TestServer};
 
 /// A CA, a server certificate for 127.0.0.1 signed by it, a client certificate signed by it,
 /// and a second CA that signed nothing here.
@@ -243,4 +244,28 @@ fn tls_files_are_read_when_the_url_is_parsed() {
     let error = Locks::connect(&format!("redis://127.0.0.1?ca_file={missing}"))
         .expect_err("TLS files on a plain URL are refused");
     assert!(error.to_string().contains("TLS"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_on_a_cluster_over_tls() {
+    let Some(pki) = Pki::make("cluster") else {
+        return;
+    };
+    let tls = ClusterTls {
+        cert: pki.dir.join("server.pem"),
+        key: pki.dir.join("server.key"),
+        ca: pki.dir.join("ca.pem"),
+    };
+    let Some(cluster) = tokio::task::spawn_blocking(move || TestCluster::start_tls(3, 0, tls))
+        .await
+        .expect("cluster fixture")
+    else {
+        return;
+    };
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let backend: Arc<dyn LockBackend> = Arc::new(RedisBackend::from_url(&url).expect("backend"));
+    let report = conformance::run_all(backend).await;
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(report.passed.len(), conformance::CHECKS.len());
 }
