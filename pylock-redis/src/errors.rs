@@ -30,6 +30,9 @@ pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Erro
                     | ServerErrorKind::ReadOnly
             )
     ) || demoted(&error)
+        // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the cluster is moving a slot or failing over;
+        // the next attempt goes where the slot is then.
+        || error.is_cluster_error()
         || error.is_timeout()
         || error.is_connection_dropped()
         || error.is_connection_refusal();
@@ -66,12 +69,15 @@ pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Erro
     }
 }
 
-/// Whether `error` is a master that was just demoted refusing what only a master does: in a
+/// Whether `error` is a master that was just demoted refusing what only a master does, or
+/// unblocking a `WAIT` it can no longer answer (`-UNBLOCKED ... instance state changed`): in a
 /// failover, the next attempt reaches the new master.
 fn demoted(error: &RedisError) -> bool {
-    error
-        .detail()
-        .is_some_and(|detail| detail.contains("cannot be used with replica instances"))
+    error.code() == Some("UNBLOCKED")
+        || error.detail().is_some_and(|detail| {
+            detail.contains("cannot be used with replica instances")
+                || detail.contains("instance state changed")
+        })
 }
 
 /// A call to `server` that got no answer within its time limit.
@@ -106,6 +112,12 @@ mod tests {
             "WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.".to_owned(),
         ));
         assert!(from_redis(demoted, "x", "redis://h").is_transient());
+        let unblocked = RedisError::from((
+            ErrorKind::Extension,
+            "An error was signalled by the server",
+            "UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)".to_owned(),
+        ));
+        assert!(from_redis(unblocked, "x", "redis://h").is_transient());
         let denied = RedisError::from((
             ErrorKind::Server(ServerErrorKind::NoPerm),
             "this user has no permissions to run the 'evalsha' command",

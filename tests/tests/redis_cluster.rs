@@ -280,7 +280,10 @@ async fn wait_replicas_keeps_acquiring_across_a_failover() {
                         failures.push(format!("release: {error}"));
                     }
                 }
-                Err(error) => failures.push(format!("acquire: {error}")),
+                Err(error) => failures.push(format!(
+                    "acquire: {error}: {:?}",
+                    std::error::Error::source(&error).map(ToString::to_string)
+                )),
             }
         }
         (fences, failures)
