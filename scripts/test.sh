@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, every unit/integration/doc test, and the docs.
+# The whole test suite: formatting, lints, every unit/integration/doc test, the docs, and the
+# packages as crates.io would build them.
 # README.md gives this command to new users; .ci/run calls it too.
 #
 # The integration tests start their own Redis and memcached servers (see tests/src/server.rs):
@@ -36,5 +37,8 @@ cargo test --workspace --all-features
 
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
+
+step "cargo package (every crate builds from its own .crate, against the others)"
+cargo package --workspace --allow-dirty
 
 step "all checks passed"

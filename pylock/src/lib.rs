@@ -1,4 +1,4 @@
-#![doc = include_str!("../../README.md")]
+#![doc = include_str!("../README.md")]
 #![deny(missing_docs)]
 // Library code returns errors and logs through `tracing`; tests may unwrap and print.
 #![warn(
