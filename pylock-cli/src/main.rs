@@ -43,7 +43,8 @@ struct Cli {
     /// Prefix of the lock's key on the server.
     #[arg(long, default_value = pylock::DEFAULT_KEY_PREFIX, global = true)]
     key_prefix: String,
-    /// Say nothing on stderr while waiting or stopping the command (errors still show).
+    /// Say nothing on stderr while waiting or stopping the command, nor when the lock is held
+    /// by someone else (exit 75); other errors still show.
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
@@ -102,7 +103,8 @@ fn seconds(name: &str, value: f64) -> Result<Duration, Failure> {
 }
 
 fn locks(cli: &Cli) -> Result<Locks, Failure> {
-    let Some(url) = cli.url.as_deref().filter(|u| !u.trim().is_empty()) else {
+    // Trimmed as the library trims $PYLOCK_URL: a value read from a file ends in a newline.
+    let Some(url) = cli.url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
         return Err(Failure::new(
             code::USAGE,
             "no lock server: give --url (or set PYLOCK_URL), e.g. --url redis://127.0.0.1:6379 \
@@ -204,7 +206,28 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(job::watchdog(&group));
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            // Help and version are answers; anything else is bad usage (sysexits EX_USAGE,
+            // as the exit-code table says), not clap's default 2.
+            return match error.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(code::USAGE),
+            };
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        // Operators' view of the library's spans and events (acquire, attempts, losses).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+    let quiet = cli.quiet;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -214,6 +237,9 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(main_result(cli)) {
         Ok(code) => ExitCode::from(code),
+        // Like `flock -n`, a quiet run says nothing when the lock is simply taken: a cron job
+        // that overlaps another host's must not mail every time.
+        Err(failure) if quiet && failure.code == code::TIMEOUT => ExitCode::from(failure.code),
         Err(failure) => failure.report(),
     }
 }

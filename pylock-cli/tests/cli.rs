@@ -285,7 +285,12 @@ async fn exit_codes_messages_and_operator_commands() {
         output(pylock(server.url()).args(["-q", "run", "--timeout", "0.3", &key, "--", "true"]))
             .await;
     assert_eq!(quiet.status.code(), Some(TIMEOUT));
-    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("waiting"));
+    // Like `flock -n`: a quiet overlap says nothing at all.
+    assert_eq!(
+        String::from_utf8_lossy(&quiet.stderr),
+        "",
+        "-q on a held lock"
+    );
 
     let status = output(pylock(server.url()).args(["status", &key])).await;
     let status = text(&status);
@@ -554,4 +559,41 @@ async fn bad_urls_are_usage_errors_that_never_show_the_password() {
             assert!(!said.contains(part), "{url} showed its password: {said}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_64_and_help_exits_0() {
+    for (args, code) in [
+        (&["run"][..], USAGE),
+        (&["--bogus", "status", "k"][..], USAGE),
+        (&["run", "--expires", "soon", "k", "--", "true"][..], USAGE),
+        (&["--help"][..], 0),
+        (&["--version"][..], 0),
+    ] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pylock"));
+        command.env_remove("PYLOCK_URL").args(args);
+        let run = output(&mut command).await;
+        assert_eq!(run.status.code(), Some(code), "{args:?}: {}", text(&run));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_url_from_a_file_and_rust_log_work() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let key = format!("env-{}", std::process::id());
+    // PYLOCK_URL read from a file keeps its newline; the library trims it, so does the CLI.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pylock"));
+    command
+        .env("PYLOCK_URL", format!("{}\n", server.url()))
+        .env("RUST_LOG", "pylock=debug")
+        .args(["run", &key, "--", "true"]);
+    let run = output(&mut command).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        said.contains("pylock.acquire"),
+        "RUST_LOG shows the spans: {said}"
+    );
 }
