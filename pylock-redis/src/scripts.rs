@@ -172,10 +172,10 @@ return 0
     )
 });
 
-/// Whether the value at KEYS[1] is a lock of ours: a string of 32 lowercase hex digits (an
-/// owner token), maybe marked by a trailing `+`, with a TTL. Defines `shape(key)`, which
-/// replies `'none'`, `'lock'` or what else the key holds; shared by the operators' scripts,
-/// which must never touch a key that is not a lock.
+/// Whether the value at a key is a lock of ours: a string of 32 lowercase hex digits (an
+/// owner token), maybe marked by a trailing `+`, with a TTL. Defines `not_held(key)`, which
+/// replies nil for a lock, `{0}` for no key, and `{-1, what}` for a key that holds something
+/// else: the operators' scripts return that answer as it is, and never touch such a key.
 const SHAPE: &str = r"
 local function shape(key)
   local kind = redis.call('TYPE', key)['ok']
@@ -193,6 +193,15 @@ local function shape(key)
   end
   return 'lock'
 end
+local function not_held(key)
+  local found = shape(key)
+  if found == 'none' then
+    return {0}
+  elseif found ~= 'lock' then
+    return {-1, found}
+  end
+  return nil
+end
 ";
 
 /// Inspect. KEYS: lock, fence counter. Replies `{0}` for a free lock, `{1, pttl, fence}` for
@@ -201,11 +210,9 @@ end
 pub static INSPECT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{SHAPE}
-local found = shape(KEYS[1])
-if found == 'none' then
-  return {{0}}
-elseif found ~= 'lock' then
-  return {{-1, found}}
+local refused = not_held(KEYS[1])
+if refused then
+  return refused
 end
 return {{1, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}}
 "
@@ -220,11 +227,9 @@ return {{1, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or 
 pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{SHAPE}
-local found = shape(KEYS[1])
-if found == 'none' then
-  return {{0}}
-elseif found ~= 'lock' then
-  return {{-1, found}}
+local refused = not_held(KEYS[1])
+if refused then
+  return refused
 end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], '')

@@ -166,14 +166,7 @@ impl TestCluster {
 
     /// `redis-cli ARGS...` on the node at `port`, its output.
     pub fn cli_on(&self, port: u16, args: &[&str]) -> String {
-        let output = Command::new("redis-cli")
-            .args(self.cli_tls_args())
-            .args(["-p", &port.to_string()])
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("redis-cli");
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        redis_cli(&self.cli_tls_args(), port, args)
     }
 
     /// The ports of the nodes that are masters now.
@@ -291,9 +284,14 @@ impl TestCluster {
     }
 }
 
-/// `redis-cli -p PORT ARGS...`, its output.
+/// `redis-cli -p PORT ARGS...` on a plain (not TLS) node, its output.
 pub fn cli(port: u16, args: &[&str]) -> String {
+    redis_cli(&[], port, args)
+}
+
+fn redis_cli(tls: &[String], port: u16, args: &[&str]) -> String {
     let output = Command::new("redis-cli")
+        .args(tls)
         .args(["-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
