@@ -1,6 +1,7 @@
 //! [`RedisBackend`]: the lock primitives as Lua scripts over one multiplexed connection.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use pylock_core::{
@@ -12,7 +13,7 @@ use crate::calls::{CallError, Calls};
 use crate::coalesce::{Coalescer, Item};
 use crate::config::RedisConfig;
 use crate::errors::timed_out;
-use crate::keys::{FENCE_SUFFIX, REDLOCK_EPOCH_KEY, fence_key, is_internal, notice_channel};
+use crate::keys::{FENCE_SUFFIX, fence_key, is_internal, notice_channel};
 use crate::notices::Notices;
 use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, REDLOCK_ACQUIRE, RELEASE};
 
@@ -47,6 +48,9 @@ pub struct RedisBackend {
     acquires: Arc<Coalescer<AcquireItem>>,
     releases: Arc<Coalescer<ReleaseItem>>,
     notices: Arc<Notices>,
+    /// Redlock nodes: whether the node's restart guard was already reported (once per guard,
+    /// not once per attempt).
+    guard_reported: AtomicBool,
 }
 
 /// One lock's part of an [`ACQUIRE`] call.
@@ -136,6 +140,7 @@ impl RedisBackend {
             acquires: Coalescer::new(Arc::clone(&calls), &ACQUIRE, vec![fencing.into()], limit),
             releases: Coalescer::new(Arc::clone(&calls), &RELEASE, Vec::new(), limit),
             notices: Notices::new(notice_clients, &config),
+            guard_reported: AtomicBool::new(false),
             calls,
             config,
         })
@@ -348,20 +353,26 @@ impl RedisBackend {
                 context,
                 REDLOCK_ACQUIRE
                     .key(key)
-                    .key(REDLOCK_EPOCH_KEY)
                     .arg(token.to_hex())
                     .arg(millis(ttl))
                     .arg(millis(guard)),
             )
             .await?;
         Ok(match reply.as_slice() {
-            [1, ..] => Attempt::Acquired { fence: None },
+            [1, ..] => {
+                self.guard_reported.store(false, Ordering::Relaxed);
+                Attempt::Acquired { fence: None }
+            }
             [0, guarded, 1] => {
-                tracing::debug!(
-                    server = self.calls.server(),
-                    guarded_ms = guarded,
-                    "pylock: redlock node under its restart guard"
-                );
+                if !self.guard_reported.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        server = self.calls.server(),
+                        guarded_ms = guarded,
+                        "pylock: this Redlock node started less than restart_guard ago and \
+                         grants no lock for {guarded} ms more (it may have lost locks held \
+                         before a restart; restart_guard=0 turns the guard off)"
+                    );
+                }
                 Attempt::Held {
                     remaining: u64::try_from(*guarded).ok().map(Duration::from_millis),
                 }
@@ -383,9 +394,7 @@ fn check_not_internal(key: &str) -> Result<()> {
     if is_internal(key) {
         return Err(pylock_core::Error::InvalidKey {
             key: key.to_owned(),
-            reason: format!(
-                "names ending in {FENCE_SUFFIX:?}, and {REDLOCK_EPOCH_KEY:?}, are pylock's own keys"
-            ),
+            reason: format!("names ending in {FENCE_SUFFIX:?} are pylock's own keys"),
         });
     }
     Ok(())

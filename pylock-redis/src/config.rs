@@ -33,6 +33,10 @@ pub const REDLOCK_OPTIONS: &[&str] = &[
 /// How long a Redlock node may take to answer one attempt before it counts as failed.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_millis(100);
 
+/// How long a Redlock node grants nothing after it started, unless the URL says otherwise:
+/// the mission's own example holds its locks for 60 s.
+pub const DEFAULT_RESTART_GUARD: Duration = Duration::from_secs(60);
+
 /// How long `WAIT` may wait for replicas when `wait_replicas` is set.
 pub const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -411,7 +415,7 @@ fn unix_address(url: &ConnectionUrl) -> Result<ConnectionAddr> {
 /// | `node_timeout` | `100ms` | longest wait for one node's answer to one attempt |
 /// | `connect_timeout`, `response_timeout` | `1s` | as for `redis://` |
 /// | `db` | `0` | database number on every node |
-/// | `restart_guard` | off | the longest TTL your clients use: a node that lost its memory (restarted without persistence, flushed) grants nothing for this long after pylock first sees it empty |
+/// | `restart_guard` | `60s` | at least the longest TTL your clients use: a node grants nothing until this long after it started, so that one restarted at once with its locks lost cannot give a second client a majority; `0` turns it off (nodes that persist every write) |
 ///
 /// At least three nodes: Redlock holds a lock on a majority of them. See
 /// [`crate::redlock`] for `restart_guard`.
@@ -452,9 +456,9 @@ impl RedlockConfig {
         let db = database(&parsed, path_db, options.u64("db")?)?;
         let connect_timeout = options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
         let response_timeout = options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?;
-        let restart_guard = match options.get("restart_guard") {
-            Some(_) => Some(options.timeout("restart_guard", Duration::ZERO)?),
-            None => None,
+        let restart_guard = match options.duration("restart_guard")? {
+            Some(off) if off.is_zero() => None,
+            _ => Some(options.timeout("restart_guard", DEFAULT_RESTART_GUARD)?),
         };
         let mut nodes = Vec::with_capacity(hosts.len());
         for (i, host) in hosts.iter().enumerate() {
@@ -656,6 +660,26 @@ mod tests {
             Err(Error::UnknownOption { .. })
         ));
         assert!(!format!("{config:?}").contains("pw"));
+        // The restart guard is on unless turned off; a guard is a timeout, bounded.
+        let guard = |url: &str| RedlockConfig::from_url(url).map(|c| c.nodes[0].restart_guard);
+        assert_eq!(
+            guard("redlock://a,b,c").unwrap(),
+            Some(DEFAULT_RESTART_GUARD)
+        );
+        assert_eq!(
+            guard("redlock://a,b,c?restart_guard=90s").unwrap(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(guard("redlock://a,b,c?restart_guard=0").unwrap(), None);
+        for bad in ["?restart_guard=soon", "?restart_guard=2000000"] {
+            assert!(
+                matches!(
+                    guard(&format!("redlock://a,b,c{bad}")),
+                    Err(Error::InvalidOption { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[cfg(not(feature = "tls"))]

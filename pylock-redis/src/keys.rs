@@ -13,13 +13,9 @@ pub fn fence_key(key: &str) -> String {
     sibling(key, FENCE_SUFFIX)
 }
 
-/// The key in which a Redlock node keeps when pylock first found it empty (see
-/// [`crate::redlock`]). No lock may have this name.
-pub const REDLOCK_EPOCH_KEY: &str = "pylock-redlock-epoch";
-
 /// Whether `key` could be one of pylock's own keys rather than a lock.
 pub fn is_internal(key: &str) -> bool {
-    key.ends_with(FENCE_SUFFIX) || key == REDLOCK_EPOCH_KEY
+    key.ends_with(FENCE_SUFFIX)
 }
 
 /// The pub/sub channel on which releases of `key` are announced.

@@ -109,8 +109,8 @@ use pylock_core::{LockBackend, Registry};
 pub use backend::RedisBackend;
 pub use config::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_NODE_TIMEOUT, DEFAULT_PORT,
-    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_WAIT_TIMEOUT, OPTIONS, REDLOCK_OPTIONS, RedisConfig,
-    RedlockConfig,
+    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_RESTART_GUARD, DEFAULT_WAIT_TIMEOUT, OPTIONS,
+    REDLOCK_OPTIONS, RedisConfig, RedlockConfig,
 };
 pub use redlock::RedlockBackend;
 

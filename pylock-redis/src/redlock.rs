@@ -25,20 +25,21 @@
 //!   [`Capabilities::fencing`] is `false`. Where a stale holder's writes must be refused, use
 //!   a single server (or a cluster) with fencing, or the resource's own versioning.
 //! - **The node-restart rule.** A node that crashes loses its locks unless it persists every
-//!   write (`appendonly yes` + `appendfsync always`). Restarted empty at once, it can let a
-//!   second client gather a majority while the first still holds one. So either run nodes with
-//!   `appendfsync always`, or keep a crashed node down for longer than the longest TTL in use
-//!   before it rejoins ("delayed restart"), or let pylock enforce the delay:
+//!   write (`appendonly yes` + `appendfsync always`; an RDB snapshot brings back old locks,
+//!   not the last ones). Restarted empty at once, it can let a second client gather a
+//!   majority while the first still holds one. The rule: a crashed node must not vote until
+//!   the longest TTL in use has passed ("delayed restart").
 //!
-//! **`?restart_guard=<longest TTL in use>`** makes every node keep, in a key of its own
-//! (`pylock-redlock-epoch`), the server time at which pylock first found it empty, and grant
-//! nothing until that long after it. A node restarted at once without persistence (or
-//! flushed) is found empty by the next acquire and sits out the guard, so the restart rule
-//! holds even when operators restart nodes at once (tested: without the guard, a second
-//! holder gets in; with it, not). The cost: one `GET` and `TIME` inside each node's acquire
-//! script; and a brand-new deployment waits the guard once, since an empty node may be a
-//! restarted one. It is off unless given, because only the operator knows the longest TTL
-//! its clients use: a restarted node has forgotten it, with everything else.
+//! **pylock enforces the restart rule itself** (`?restart_guard=`, default
+//! [`DEFAULT_RESTART_GUARD`](crate::DEFAULT_RESTART_GUARD), 60 s): a node grants nothing until
+//! the guard has passed since it started, read from its own `uptime_in_seconds` inside the
+//! acquire script, so a restart cannot be missed, not even by a client that never saw the
+//! node before. Set the guard to at least the longest TTL your clients use. The cost: about
+//! 3 us of server time per acquire of a free lock (measured in `docs/BENCHMARKS.md`), and
+//! nodes started less than the guard ago (a new deployment) grant nothing until it has
+//! passed: acquires wait, and a warning says which node and for how long. `restart_guard=0`
+//! turns it off, for nodes that persist every write. What it does not cover: an operator's
+//! `FLUSHALL` on a running node, which deletes held locks as `pylock release --force` would.
 
 use std::sync::Arc;
 use std::time::Duration;

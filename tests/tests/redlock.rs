@@ -18,11 +18,19 @@ async fn nodes(count: usize) -> Option<Vec<TestServer>> {
     Some(nodes)
 }
 
+/// The `redlock://` URL of `nodes` with `options` (`""` or `"?a=b&..."`). The nodes were
+/// started a moment ago, so the default restart guard would keep them from granting anything
+/// for a minute: unless the options set it, it is off (the guard has its own tests).
 fn url(nodes: &[TestServer], options: &str) -> String {
     let hosts: Vec<String> = nodes
         .iter()
         .map(|node| format!("127.0.0.1:{}", node.port()))
         .collect();
+    let options = match options {
+        _ if options.contains("restart_guard=") => options.to_owned(),
+        "" => "?restart_guard=0".to_owned(),
+        _ => format!("{options}&restart_guard=0"),
+    };
     format!("redlock://{}{options}", hosts.join(","))
 }
 
@@ -218,10 +226,10 @@ async fn a_slow_minority_does_not_hold_up_the_majority_nor_keep_a_lock() {
 }
 
 /// The restart rule broken on purpose: node A crashes and comes back at once, empty, while
-/// the first client holds the lock on A and B. Without `restart_guard` a second client gets a
+/// the first client holds the lock on A and B. With the guard off, a second client gets a
 /// majority (A and C) while the first still holds the lock, as the rule warns. With it, A
-/// (and C, also back empty) grant nothing until the guard has passed, and the second client
-/// gets the lock only after the first's lock expired.
+/// (and C, also back empty) grant nothing until the guard has passed since they started, and
+/// the second client gets the lock only after the first's lock expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_restart_guard_keeps_a_second_holder_out_when_a_node_restarts_at_once() {
     let ttl = Duration::from_secs(2);
@@ -232,15 +240,28 @@ async fn the_restart_guard_keeps_a_second_holder_out_when_a_node_restarts_at_onc
         let options = if guarded {
             "?connect_timeout=200ms&node_timeout=100ms&restart_guard=2s"
         } else {
-            "?connect_timeout=200ms&node_timeout=100ms"
+            "?connect_timeout=200ms&node_timeout=100ms&restart_guard=0"
         };
         let first = locks(&url(&nodes, options));
-        let second = locks(&url(&nodes, options));
         if guarded {
-            // New nodes are under the guard too (an empty node may be a restarted one): let
-            // it pass once, as a new deployment would.
-            let _ = first.lock("warm-up").try_acquire().await;
-            tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+            // The nodes have just started: like a new deployment, they grant nothing until
+            // the guard has passed (up to two seconds more: uptime counts whole seconds).
+            let started = Instant::now();
+            let early = first.lock("warm-up").try_acquire().await.expect("try");
+            assert!(
+                early.is_none(),
+                "nodes that started {:?} ago granted a lock under a 2 s guard",
+                started.elapsed()
+            );
+            first
+                .lock("warm-up")
+                .timeout(Duration::from_secs(10))
+                .acquire()
+                .await
+                .expect("after the guard")
+                .release()
+                .await
+                .expect("release");
         }
 
         nodes[2].stop().await;
@@ -251,9 +272,11 @@ async fn the_restart_guard_keeps_a_second_holder_out_when_a_node_restarts_at_onc
             .acquire()
             .await
             .expect("A and B");
-        // A crashes and comes back at once, empty; C comes back, empty too.
+        // A crashes and comes back at once, empty; C comes back, empty too. The second
+        // client is new to the nodes: it has seen neither the restart nor the old nodes.
         nodes[0].restart().await;
         nodes[2].start_again().await;
+        let second = locks(&url(&nodes, options));
 
         let mut second_got_in = false;
         while !holder.is_lost() {
