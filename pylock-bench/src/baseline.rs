@@ -46,17 +46,15 @@ pub(crate) async fn measure(
 ) -> Baseline {
     match Pinger::connect(url, memcache).await {
         Some(Pinger::Redis { client, connection }) => {
-            let addr = match client.get_connection_info().addr() {
-                redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
-                other => panic!("baselines need a TCP address, not {other:?}"),
-            };
+            let addr = tcp_addr(&client);
             let (raw_cycles_per_s, raw_cpu) = timed_cycles(&connection, tasks, budget, false).await;
             let (script_cycles_per_s, script_cpu) =
                 timed_cycles(&connection, tasks, budget, true).await;
             Baseline {
                 rtt_us: None,
                 floor_rtt_us: Some(
-                    blocking_ping(&addr, b"*1\r\n$4\r\nPING\r\n", b"+PONG\r\n", budget)
+                    FloorPinger::connect(&addr, REDIS_PING, REDIS_PONG)
+                        .samples(budget)
                         .quantile_us(0.5),
                 ),
                 raw_cycles_per_s: Some(raw_cycles_per_s),
@@ -66,12 +64,21 @@ pub(crate) async fn measure(
             }
         }
         Some(Pinger::Memcache { addr, .. }) => Baseline {
-            floor_rtt_us: Some(blocking_ping(&addr, b"mn\r\n", b"MN\r\n", budget).quantile_us(0.5)),
+            floor_rtt_us: Some(
+                FloorPinger::connect(&addr, MEMCACHE_NOOP, MEMCACHE_NOOP_REPLY)
+                    .samples(budget)
+                    .quantile_us(0.5),
+            ),
             ..Baseline::default()
         },
         None => Baseline::default(),
     }
 }
+
+const REDIS_PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+const REDIS_PONG: &[u8] = b"+PONG\r\n";
+const MEMCACHE_NOOP: &[u8] = b"mn\r\n";
+const MEMCACHE_NOOP_REPLY: &[u8] = b"MN\r\n";
 
 /// Round trips through the connection type of the backend under test.
 pub(crate) enum Pinger {
@@ -123,6 +130,18 @@ impl Pinger {
         }
     }
 
+    /// A plain blocking socket to the same server, for the floor.
+    pub(crate) fn floor(&self) -> FloorPinger {
+        match self {
+            Pinger::Redis { client, .. } => {
+                FloorPinger::connect(&tcp_addr(client), REDIS_PING, REDIS_PONG)
+            }
+            Pinger::Memcache { addr, .. } => {
+                FloorPinger::connect(addr, MEMCACHE_NOOP, MEMCACHE_NOOP_REPLY)
+            }
+        }
+    }
+
     /// One round trip.
     pub(crate) async fn ping(&mut self) -> Duration {
         let sent = Instant::now();
@@ -139,29 +158,59 @@ impl Pinger {
     }
 }
 
-/// Round trips of `request` on a plain blocking socket: the floor on this machine.
-fn blocking_ping(addr: &str, request: &[u8], reply: &[u8], budget: Budget) -> Samples {
-    let mut socket = TcpStream::connect(addr).expect("connect");
-    socket.set_nodelay(true).expect("nodelay");
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    let mut samples = Samples::default();
-    let mut answer = vec![0u8; reply.len()];
-    let started = std::time::Instant::now();
-    for _ in 0..budget.operations {
-        let sent = std::time::Instant::now();
-        socket.write_all(request).expect("write");
-        socket.read_exact(&mut answer).expect("read");
-        assert_eq!(answer, reply);
-        samples.push(sent.elapsed());
-        samples.operations += 1;
-        if started.elapsed() > budget.time {
-            break;
+fn tcp_addr(client: &redis::Client) -> String {
+    match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
+        other => panic!("baselines need a TCP address, not {other:?}"),
+    }
+}
+
+/// Round trips on a plain blocking socket: the floor on this machine.
+pub(crate) struct FloorPinger {
+    socket: TcpStream,
+    request: &'static [u8],
+    reply: &'static [u8],
+    answer: Vec<u8>,
+}
+
+impl FloorPinger {
+    fn connect(addr: &str, request: &'static [u8], reply: &'static [u8]) -> FloorPinger {
+        let socket = TcpStream::connect(addr).expect("connect");
+        socket.set_nodelay(true).expect("nodelay");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        FloorPinger {
+            socket,
+            request,
+            reply,
+            answer: vec![0u8; reply.len()],
         }
     }
-    samples.elapsed = started.elapsed();
-    samples
+
+    /// One round trip.
+    pub(crate) fn ping(&mut self) -> Duration {
+        let sent = std::time::Instant::now();
+        self.socket.write_all(self.request).expect("write");
+        self.socket.read_exact(&mut self.answer).expect("read");
+        assert_eq!(self.answer, self.reply);
+        sent.elapsed()
+    }
+
+    /// Round trips within `budget`.
+    fn samples(&mut self, budget: Budget) -> Samples {
+        let mut samples = Samples::default();
+        let started = std::time::Instant::now();
+        for _ in 0..budget.operations {
+            samples.push(self.ping());
+            samples.operations += 1;
+            if started.elapsed() > budget.time {
+                break;
+            }
+        }
+        samples.elapsed = started.elapsed();
+        samples
+    }
 }
 
 /// [`raw_cycles`]: cycles per second and CPU time per cycle.

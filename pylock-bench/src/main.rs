@@ -11,7 +11,10 @@
 //! - `uncontended`: one task, acquire + release on fresh keys: cycle latency;
 //! - `throughput`: `--tasks` tasks on distinct keys of one backend: cycles per second;
 //! - `handoff`: `--waiters` tasks on one key: time from a release to the next holder's
-//!   acquire.
+//!   acquire;
+//! - `blocking`: the `uncontended` cycle through `pylock::blocking`, from a plain thread,
+//!   each cycle preceded by a round trip on a plain blocking socket: `floor_rtt_us` is the
+//!   p50 of those, measured alongside.
 //!
 //! Baselines, measured in the same run: `baseline_rtt_us`, one round trip (Redis `PING`,
 //! memcached `mn`) through the async connection type the backend uses, sent before each
@@ -117,6 +120,12 @@ impl Row {
     fn optional(&self, f: impl Fn(&Run) -> Option<f64>) -> Option<f64> {
         let values: Vec<f64> = self.runs.iter().filter_map(f).collect();
         (!values.is_empty()).then(|| median(values))
+    }
+
+    /// The median over runs of each run's p50 divided by the round trip measured in that
+    /// same run.
+    fn ratio_to_alongside(&self) -> Option<f64> {
+        self.optional(|r| r.rtt_us.map(|rtt| r.p50_us / rtt))
     }
 
     fn field(&self, f: impl Fn(&Run) -> f64) -> (f64, f64, f64) {
@@ -238,6 +247,33 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         rows.push(row);
     }
 
+    if wanted("blocking") {
+        let blocking = pylock::blocking::Locks::connect(url)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .key_prefix(format!("pylock-bench:{}:", std::process::id()));
+        let mut floor = pinger.as_ref().map(Pinger::floor);
+        let row = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    // Connect and load the scripts on the blocking side first.
+                    scenarios::blocking(&blocking, warm_up, None);
+                    let mut row = Row {
+                        scenario: "blocking",
+                        runs: Vec::new(),
+                    };
+                    for _ in 0..repeat {
+                        let (samples, pings) =
+                            scenarios::blocking(&blocking, budget, floor.as_mut());
+                        row.runs.push(Run::of(samples, Some(pings)));
+                    }
+                    row
+                })
+                .join()
+                .expect("blocking scenario")
+        });
+        rows.push(row);
+    }
+
     if args.json {
         for row in &rows {
             println!("{}", json(backend, url, row, &baseline, args));
@@ -248,6 +284,16 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
     rows.iter()
         .find(|row| row.scenario == "uncontended")
         .map(|row| row.field(|r| r.p50_us).0)
+}
+
+/// The blocking round trip to compare `row` with: for the `blocking` scenario the one measured
+/// alongside it, cycle by cycle; otherwise the baseline's.
+fn floor_rtt_us(row: &Row, baseline: &Baseline) -> Option<f64> {
+    if row.scenario == "blocking" {
+        row.optional(|r| r.rtt_us)
+    } else {
+        baseline.floor_rtt_us
+    }
 }
 
 fn number(value: Option<f64>) -> String {
@@ -272,7 +318,7 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
         number(Some(p99)),
         number(Some(ops)),
         number(baseline.rtt_us),
-        number(baseline.floor_rtt_us),
+        number(floor_rtt_us(row, baseline)),
         number(baseline.raw_cycles_per_s),
         number(baseline.script_cycles_per_s),
         number(row.optional(|r| r.cpu.client_us)),
@@ -312,19 +358,10 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
         let (ops, ops_min, ops_max) = row.field(|r| r.ops_per_s);
         let samples: usize = row.runs.iter().map(|r| r.samples).sum();
         let comparison = match row.scenario {
-            "uncontended" => {
-                // The ratio of each run to the round trip measured in that same run.
-                let ratios: Vec<f64> = row
-                    .runs
-                    .iter()
-                    .filter_map(|r| r.rtt_us.map(|rtt| r.p50_us / rtt))
-                    .collect();
-                if ratios.is_empty() {
-                    String::new()
-                } else {
-                    format!("p50 = {:.2} x async round trip", median(ratios))
-                }
-            }
+            "uncontended" => row
+                .ratio_to_alongside()
+                .map(|ratio| format!("p50 = {ratio:.2} x async round trip"))
+                .unwrap_or_default(),
             "throughput" => baseline
                 .raw_cycles_per_s
                 .map(|raw| format!("{:.2} x the bare loop", ops / raw))
@@ -332,6 +369,15 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
             "handoff" => baseline
                 .rtt_us
                 .map(|rtt| format!("p50 = {:.2} x async round trip", p50 / rtt))
+                .unwrap_or_default(),
+            "blocking" => row
+                .ratio_to_alongside()
+                .zip(row.optional(|r| r.rtt_us))
+                .map(|(ratio, rtt)| {
+                    format!(
+                        "p50 = {ratio:.2} x blocking-socket round trip ({rtt:.1} us, alongside)"
+                    )
+                })
                 .unwrap_or_default(),
             _ => String::new(),
         };

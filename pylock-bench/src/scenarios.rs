@@ -7,7 +7,7 @@ use pylock::Locks;
 use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
-use crate::baseline::Pinger;
+use crate::baseline::{FloorPinger, Pinger};
 use crate::stats::Samples;
 
 /// Limits of one scenario: it stops at whichever comes first.
@@ -39,6 +39,36 @@ pub(crate) async fn uncontended(
         let took = cycle.elapsed();
         samples.push(took);
         // Cycles per second of lock work alone, without the interleaved pings.
+        samples.elapsed += took;
+        samples.operations += 1;
+        if started.elapsed() > budget.time {
+            break;
+        }
+    }
+    (samples, pings)
+}
+
+/// The blocking API (`pylock::blocking`) from a plain thread, as code without a runtime uses
+/// it: acquire + release on fresh keys. With a floor pinger, each cycle is preceded by a
+/// round trip on a plain blocking socket, timed into the second result.
+pub(crate) fn blocking(
+    locks: &pylock::blocking::Locks,
+    budget: Budget,
+    mut floor: Option<&mut FloorPinger>,
+) -> (Samples, Samples) {
+    let mut samples = Samples::default();
+    let mut pings = Samples::default();
+    let started = std::time::Instant::now();
+    for i in 0..budget.operations {
+        let lock = locks.lock(format!("blocking:{i}"));
+        if let Some(floor) = floor.as_deref_mut() {
+            pings.push(floor.ping());
+        }
+        let cycle = std::time::Instant::now();
+        let guard = lock.acquire().expect("acquire");
+        guard.release().expect("release");
+        let took = cycle.elapsed();
+        samples.push(took);
         samples.elapsed += took;
         samples.operations += 1;
         if started.elapsed() > budget.time {

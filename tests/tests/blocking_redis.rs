@@ -2,7 +2,7 @@
 //! of their own exclude each other, and a guard releases on drop.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pylock::blocking::Locks;
@@ -52,5 +52,199 @@ fn threads_exclude_each_other_and_drop_releases() {
     }
     assert_eq!(counter.load(Ordering::SeqCst), THREADS as u64 * ROUNDS);
     // A container is removed by an async drop, which needs its runtime.
+    runtime.block_on(async move { drop(server) });
+}
+
+/// A blocking holder with auto-renewal keeps its lock across several TTLs while its thread
+/// works (no call in progress), and another blocking client waiting meanwhile gets the lock
+/// only after the release.
+#[test]
+fn auto_renewal_keeps_a_blocking_holder_across_ttls_while_another_waits() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
+    let Some(server) = runtime.block_on(TestServer::start(Kind::Redis, Needs::any())) else {
+        return;
+    };
+    let prefix = format!("blocking-renew:{}:", std::process::id());
+    let holder_locks = Locks::connect(server.url())
+        .expect("connect")
+        .key_prefix(&prefix);
+    // A second client with its own backend and connections, as another process would have.
+    let waiter_locks = Locks::connect(server.url())
+        .expect("connect")
+        .key_prefix(&prefix);
+    let ttl = Duration::from_millis(300);
+    let guard = holder_locks
+        .lock("renewed")
+        .expires(ttl)
+        .auto_renew()
+        .acquire()
+        .expect("acquire");
+    // First no other call is in progress in this process: the renewals alone keep the lock.
+    for _ in 0..3 {
+        // Work longer than a TTL without any pylock call.
+        std::thread::sleep(ttl);
+        assert!(
+            !guard.is_lost(),
+            "lost its lock after {:?}",
+            guard.held_for()
+        );
+    }
+    assert!(
+        waiter_locks
+            .lock("renewed")
+            .try_acquire()
+            .expect("try")
+            .is_none(),
+        "the renewed lock was free to take after {:?}",
+        guard.held_for()
+    );
+    // Then a blocking client waits on another thread, and gets the lock only after the release.
+    let releasing = Arc::new(AtomicBool::new(false));
+    let waiter = {
+        let lock = waiter_locks
+            .lock("renewed")
+            .timeout(Duration::from_secs(30));
+        let releasing = Arc::clone(&releasing);
+        std::thread::spawn(move || {
+            let guard = lock
+                .acquire()
+                .expect("the waiter gets the lock after the release");
+            assert!(
+                releasing.load(Ordering::SeqCst),
+                "the waiter got the lock while the renewed holder still had it"
+            );
+            guard.release().expect("release");
+        })
+    };
+    for _ in 0..3 {
+        std::thread::sleep(ttl);
+        assert!(
+            !guard.is_lost(),
+            "lost its lock after {:?}",
+            guard.held_for()
+        );
+    }
+    releasing.store(true, Ordering::SeqCst);
+    guard.release().expect("still ours at release");
+    waiter.join().expect("waiter");
+    runtime.block_on(async move { drop(server) });
+}
+
+/// One backend, used first through the blocking API, then at the same time by blocking
+/// threads, by async tasks in a multi-thread runtime and by async tasks in a current-thread
+/// runtime: nobody waits on an idle runtime (which used to cost the async users a 3 s
+/// timeout against a healthy server), and the count under the lock is exact.
+#[test]
+fn one_backend_serves_blocking_and_async_users_in_two_runtimes() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
+    let Some(server) = runtime.block_on(TestServer::start(Kind::Redis, Needs::any())) else {
+        return;
+    };
+    let blocking = Locks::connect(&format!("{}?response_timeout=3s", server.url()))
+        .expect("connect")
+        .key_prefix(format!("blocking-mixed:{}:", std::process::id()))
+        .timeout(Duration::from_secs(30));
+    // First use through the blocking API: the connection's tasks start on its runtime.
+    blocking
+        .lock("warm")
+        .acquire()
+        .expect("acquire")
+        .release()
+        .expect("release");
+    // Now the blocking side is idle, and async code in another runtime uses the backend.
+    let current_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let started = std::time::Instant::now();
+    current_thread
+        .block_on(blocking.as_async().lock("warm").try_acquire())
+        .expect("an async call on a backend first used by blocking code")
+        .expect("free")
+        .abandon();
+    eprintln!(
+        "first async call after blocking use: {:?}",
+        started.elapsed()
+    );
+
+    const ROUNDS: u64 = 20;
+    let counter = Arc::new(AtomicU64::new(0));
+    let increment = |counter: &AtomicU64| {
+        let seen = counter.load(Ordering::SeqCst);
+        std::thread::yield_now();
+        counter.store(seen + 1, Ordering::SeqCst);
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let lock = blocking.lock("shared");
+            let counter = &counter;
+            scope.spawn(move || {
+                for _ in 0..ROUNDS {
+                    lock.run(|| increment(counter)).expect("blocking user");
+                }
+            });
+        }
+        let counter = &counter;
+        let multi = blocking.as_async().clone();
+        let runtime = &runtime;
+        scope.spawn(move || {
+            runtime.block_on(async move {
+                let tasks: Vec<_> = (0..2)
+                    .map(|_| async_users(multi.clone(), counter, ROUNDS))
+                    .collect();
+                futures_util::future::join_all(tasks).await;
+            });
+        });
+        let single = blocking.as_async().clone();
+        let current_thread = &current_thread;
+        scope.spawn(move || current_thread.block_on(async_users(single, counter, ROUNDS)));
+    });
+    assert_eq!(counter.load(Ordering::SeqCst), 5 * ROUNDS);
+    runtime.block_on(async move { drop(server) });
+}
+
+/// `rounds` increments of `counter` under the lock `shared`, from async code.
+async fn async_users(locks: pylock::Locks, counter: &AtomicU64, rounds: u64) {
+    let lock = locks.lock("shared");
+    for _ in 0..rounds {
+        lock.run(async {
+            let seen = counter.load(Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            counter.store(seen + 1, Ordering::SeqCst);
+        })
+        .await
+        .expect("async user");
+    }
+}
+
+/// A client used from one runtime that then ends (as each `#[tokio::test]` has its own), and
+/// then from another: the connections that lived on the first are replaced, and the call
+/// succeeds.
+#[test]
+fn a_client_outlives_the_runtime_that_first_used_it() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
+    let Some(server) = runtime.block_on(TestServer::start(Kind::Redis, Needs::any())) else {
+        return;
+    };
+    let locks = pylock::Locks::connect(server.url())
+        .expect("connect")
+        .key_prefix(format!("outlives:{}:", std::process::id()));
+    for round in 0..3 {
+        let short_lived = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let started = std::time::Instant::now();
+        short_lived
+            .block_on(
+                locks
+                    .lock("outlived")
+                    .timeout(Duration::from_secs(5))
+                    .run(async {}),
+            )
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        eprintln!("round {round}: {:?}", started.elapsed());
+        drop(short_lived);
+    }
     runtime.block_on(async move { drop(server) });
 }

@@ -1,9 +1,12 @@
 //! A synchronous API for code without an async runtime (feature `blocking`).
 //!
-//! The same locks as the async API, driven by a small current-thread tokio runtime that runs
-//! *on the calling thread*: a call does not hop to another thread and back, it polls the
-//! backend's I/O right where it was made. The runtime is shared by all blocking clients of the
-//! process and only runs while some thread is inside a call.
+//! The same locks and the same methods as the async API (auto-renewal and loss detection
+//! included), driven by one small current-thread tokio runtime for the process. A call runs
+//! *on the calling thread*: it does not hop to another thread and back, it polls the
+//! backend's I/O right where it was made. Between calls a background thread
+//! (`pylock-blocking`) runs that runtime, so that renewals go on while your thread works, and
+//! a backend can be shared with async code in any runtime ([`Locks::as_async`]) without
+//! waiting on an idle runtime.
 //!
 //! The guard releases on drop, like a `MutexGuard`:
 //!
@@ -22,43 +25,35 @@
 //! # Ok::<(), pylock::Error>(())
 //! ```
 //!
+//! A long job keeps its lock with auto-renewal, and checks between steps that it still has it:
+//!
+//! ```
+//! use std::time::Duration;
+//! use pylock::blocking::Locks;
+//!
+//! let locks = Locks::connect("memory://")?;
+//! let lock = locks.lock("import").expires(Duration::from_millis(90)).auto_renew();
+//! let guard = lock.acquire()?;
+//! for _step in 0..3 {
+//!     std::thread::sleep(Duration::from_millis(100)); // longer than the TTL, renewed meanwhile
+//!     assert!(!guard.is_lost(), "stop the work: the lock is gone");
+//! }
+//! guard.release()?;
+//! # Ok::<(), pylock::Error>(())
+//! ```
+//!
 //! Calling it from inside an async runtime would block that runtime's thread, so every
 //! call there returns [`Error::BlockingInRuntime`] instead; use the async API there.
 
-use std::future::Future;
-use std::sync::OnceLock;
+mod runtime;
+
 use std::time::Duration;
 
-use tokio::runtime::{Builder, Runtime};
-
 use crate::install_default_backends;
-use pylock_core::{Error, Result};
-
-/// The runtime every blocking call runs its future on, on the caller's thread.
-fn runtime() -> Result<&'static Runtime> {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
-    if let Some(runtime) = RUNTIME.get() {
-        return Ok(runtime);
-    }
-    let runtime = Builder::new_current_thread()
-        .enable_all()
-        .thread_name("pylock-blocking")
-        .build()
-        .map_err(|e| Error::Backend {
-            backend: "blocking",
-            context: "starting the runtime of pylock::blocking".to_owned(),
-            source: Box::new(e),
-        })?;
-    Ok(RUNTIME.get_or_init(|| runtime))
-}
-
-/// Runs `future` to completion on the calling thread.
-fn block_on<F: Future>(future: F) -> Result<F::Output> {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(Error::BlockingInRuntime);
-    }
-    Ok(runtime()?.block_on(future))
-}
+#[cfg(doc)]
+use pylock_core::Error;
+use pylock_core::{Holder, LostReason, Result, Settings};
+use runtime::block_on;
 
 /// A blocking lock client: the blocking counterpart of [`crate::Locks`].
 #[derive(Debug, Clone)]
@@ -107,7 +102,23 @@ impl Locks {
         Self::new(self.inner.key_prefix(prefix))
     }
 
-    /// The async client underneath.
+    /// Replaces all default settings of this client.
+    pub fn with_settings(self, settings: Settings) -> Self {
+        Self::new(self.inner.with_settings(settings))
+    }
+
+    /// The default settings.
+    pub fn settings(&self) -> &Settings {
+        self.inner.settings()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &std::sync::Arc<dyn crate::LockBackend> {
+        self.inner.backend()
+    }
+
+    /// The async client underneath: the same backend and connections, usable from async code
+    /// in any runtime at the same time as this client.
     pub fn as_async(&self) -> &crate::Locks {
         &self.inner
     }
@@ -157,6 +168,32 @@ impl Lock {
         }
     }
 
+    /// Keeps the lock while it is held: a background task extends it every third of the TTL,
+    /// and runs while the calling thread does its work. See [`crate::Lock::auto_renew`];
+    /// [`LockGuard::is_lost`] and [`LockGuard::lost`] tell when renewal failed.
+    pub fn auto_renew(self) -> Self {
+        Lock {
+            inner: self.inner.auto_renew(),
+        }
+    }
+
+    /// Bounds how long one hold may last, renewals included. See [`crate::Lock::max_hold`].
+    pub fn max_hold(self, max_hold: Duration) -> Self {
+        Lock {
+            inner: self.inner.max_hold(max_hold),
+        }
+    }
+
+    /// The lock's name, without prefix.
+    pub fn key(&self) -> &str {
+        self.inner.key()
+    }
+
+    /// The async lock underneath.
+    pub fn as_async(&self) -> &crate::Lock {
+        &self.inner
+    }
+
     /// Blocks until the lock is ours, at most the timeout. See [`crate::Lock::acquire`].
     ///
     /// # Errors
@@ -173,6 +210,24 @@ impl Lock {
     /// As for [`crate::Lock::try_acquire`], and [`Error::BlockingInRuntime`].
     pub fn try_acquire(&self) -> Result<Option<LockGuard>> {
         Ok(block_on(self.inner.try_acquire())??.map(LockGuard::new))
+    }
+
+    /// Who holds the lock now, if anyone. See [`crate::Lock::inspect`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`crate::Lock::inspect`], and [`Error::BlockingInRuntime`].
+    pub fn inspect(&self) -> Result<Option<Holder>> {
+        block_on(self.inner.inspect())?
+    }
+
+    /// Deletes this lock whoever holds it, for operators. See [`crate::Lock::force_release`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`crate::Lock::force_release`], and [`Error::BlockingInRuntime`].
+    pub fn force_release(&self) -> Result<bool> {
+        block_on(self.inner.force_release())?
     }
 
     /// Runs `work` while holding the lock and releases it afterwards, also when `work`
@@ -221,6 +276,48 @@ impl LockGuard {
     /// How long the lock is surely still ours. See [`crate::LockGuard::remaining`].
     pub fn remaining(&self) -> Duration {
         self.inner().remaining()
+    }
+
+    /// The key the backend stores, with prefix.
+    pub fn server_key(&self) -> &str {
+        self.inner().server_key()
+    }
+
+    /// How long the lock has been held.
+    pub fn held_for(&self) -> Duration {
+        self.inner().held_for()
+    }
+
+    /// Whether the lock is (or may be) lost: its validity ran out, or the server said another
+    /// owner has it. Work that needs the lock should stop. See [`crate::LockGuard::is_lost`].
+    pub fn is_lost(&self) -> bool {
+        self.inner().is_lost()
+    }
+
+    /// Blocks until the lock is lost and says why; with auto-renewal, for as long as renewals
+    /// keep it. For a worker thread that must stop when the lock goes, run the work on
+    /// another thread and this here, or poll [`is_lost`](Self::is_lost) between steps.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlockingInRuntime`] inside an async runtime.
+    pub fn lost(&self) -> Result<LostReason> {
+        block_on(self.inner().lost())
+    }
+
+    /// Like [`lost`](Self::lost), but gives up after `limit`: `Ok(None)` if the lock is still
+    /// held then.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::BlockingInRuntime`] inside an async runtime.
+    pub fn lost_within(&self, limit: Duration) -> Result<Option<LostReason>> {
+        block_on(async { tokio::time::timeout(limit, self.inner().lost()).await.ok() })
+    }
+
+    /// The async guard underneath.
+    pub fn as_async(&self) -> &crate::LockGuard {
+        self.inner()
     }
 
     /// Sets the lock's TTL to `ttl` from now, if it is still ours.
@@ -272,6 +369,7 @@ impl Drop for LockGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pylock_core::Error;
 
     #[test]
     fn guard_releases_on_drop_and_excludes_while_held() {
@@ -315,6 +413,65 @@ mod tests {
         let timed_out = lock.clone().timeout(Duration::from_millis(50)).acquire();
         assert!(matches!(timed_out, Err(Error::Timeout { .. })));
         held.release().unwrap();
+    }
+
+    #[test]
+    fn the_async_methods_have_blocking_twins() {
+        let locks = Locks::connect("memory://blocking-tests").unwrap();
+        let lock = locks.lock("twins").timeout(Duration::ZERO);
+        assert_eq!(lock.key(), "twins");
+        assert!(lock.inspect().unwrap().is_none(), "free");
+        let guard = lock.acquire().unwrap();
+        assert_eq!(guard.server_key(), "pylock:twins");
+        assert!(lock.inspect().unwrap().is_some(), "held");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(guard.held_for() >= Duration::from_millis(20));
+        assert!(!guard.is_lost());
+        assert_eq!(guard.lost_within(Duration::from_millis(20)).unwrap(), None);
+        // An operator takes the lock away: the holder learns it at its next extend.
+        assert!(lock.force_release().unwrap());
+        let mut guard = guard;
+        assert!(matches!(
+            guard.extend(Duration::from_secs(5)),
+            Err(Error::Lost { .. })
+        ));
+        assert!(guard.is_lost());
+        assert_eq!(guard.lost().unwrap(), LostReason::TakenOver);
+        guard.abandon();
+    }
+
+    #[test]
+    fn max_hold_ends_an_auto_renewed_hold_while_the_thread_sleeps() {
+        let locks = Locks::connect("memory://blocking-tests").unwrap();
+        let lock = locks
+            .lock("bounded")
+            .expires(Duration::from_millis(60))
+            .auto_renew()
+            .max_hold(Duration::from_millis(200));
+        let guard = lock.acquire().unwrap();
+        // Renewed past its TTL while no call is in progress...
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(!guard.is_lost(), "auto-renewal stopped between calls");
+        // ... and ended by the bound.
+        assert_eq!(
+            guard.lost_within(Duration::from_secs(5)).unwrap(),
+            Some(LostReason::Expired)
+        );
+        guard.abandon();
+    }
+
+    #[test]
+    fn tasks_of_the_runtime_run_between_calls() {
+        let (sender, receiver) = std::sync::mpsc::channel();
+        runtime::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            sender.send(()).unwrap();
+        })
+        .unwrap();
+        // No blocking call is in progress: only the driver thread can run the timer.
+        receiver
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the runtime ran without a call");
     }
 
     #[tokio::test]
