@@ -5,10 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 
 use crate::backend::LockBackend;
 use crate::error::Result;
-use crate::hold::{Hold, LostReason};
+use crate::hold::{End, Hold, LostReason};
 use crate::lock::check_ttl;
 use crate::renewal::renew;
 use crate::token::Token;
@@ -41,7 +42,8 @@ impl LockGuard {
     pub(crate) fn new(hold: Hold, renewal: Option<Renewal>) -> Self {
         let hold = Arc::new(hold);
         let renewal = renewal.map(|renewal| {
-            tokio::spawn(renew(Arc::clone(&hold), renewal.ttl, renewal.max_hold)).abort_handle()
+            let task = renew(Arc::clone(&hold), renewal.ttl, renewal.max_hold);
+            tokio::spawn(task.instrument(hold.span.clone())).abort_handle()
         });
         LockGuard {
             hold,
@@ -139,6 +141,7 @@ impl LockGuard {
     /// runs out, as if this process had crashed. Auto-renewal stops.
     pub fn abandon(mut self) {
         self.stop_renewal();
+        self.hold.end(End::Abandoned);
         self.settled = true;
     }
 
@@ -154,6 +157,7 @@ impl Drop for LockGuard {
         self.stop_renewal();
         if !self.settled {
             let hold = &self.hold;
+            hold.end(End::Dropped);
             release_in_background(
                 Arc::clone(&hold.backend),
                 hold.server_key.clone(),

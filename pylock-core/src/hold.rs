@@ -1,11 +1,18 @@
 //! What a guard and its renewal task share about one hold: who holds what, until when it is
 //! surely valid, and whether it has been lost.
+//!
+//! Each hold is a `pylock.hold` tracing span (INFO), open from the acquire until the guard
+//! and its renewal task are gone, with `key`, `backend`, `fence`, and at its end `held_us`
+//! and `end`: `released`, `lost`, `abandoned` or `dropped` (released in the background).
+//! Renewals, losses and the release are events inside it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Span;
 
 use crate::backend::LockBackend;
 use crate::error::{Error, Result};
@@ -43,6 +50,30 @@ pub(crate) struct Hold {
     /// When the acquire request was sent.
     pub(crate) acquired_at: Instant,
     state: watch::Sender<State>,
+    /// The `pylock.hold` span.
+    pub(crate) span: Span,
+    /// Whether the span's `end` was recorded: the first way a hold ends is the one reported.
+    ended: AtomicBool,
+}
+
+/// How a hold ended, as the `end` field of its span says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    Released,
+    Lost,
+    Abandoned,
+    Dropped,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            End::Released => "released",
+            End::Lost => "lost",
+            End::Abandoned => "abandoned",
+            End::Dropped => "dropped",
+        }
+    }
 }
 
 impl Hold {
@@ -56,6 +87,17 @@ impl Hold {
         ttl: Duration,
     ) -> Self {
         let valid_until = sent_at + backend.capabilities().validity(ttl);
+        // Not a child of the acquire's span, which ends now: the hold lasts longer.
+        let span = tracing::info_span!(
+            parent: None,
+            "pylock.hold",
+            key = %key,
+            backend = backend.name(),
+            fence,
+            held_us = tracing::field::Empty,
+            end = tracing::field::Empty,
+        );
+        span.follows_from(Span::current());
         Hold {
             backend,
             key,
@@ -67,6 +109,18 @@ impl Hold {
                 valid_until,
                 lost: None,
             }),
+            span,
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// Records how the hold ended, once; the span closes when the guard and its renewal task
+    /// are gone.
+    pub(crate) fn end(&self, end: End) {
+        if !self.ended.swap(true, Ordering::Relaxed) {
+            self.span
+                .record("held_us", self.acquired_at.elapsed().as_micros())
+                .record("end", end.as_str());
         }
     }
 
@@ -91,7 +145,10 @@ impl Hold {
             let first = state.lost.is_none();
             if first {
                 state.lost = Some(reason);
-                tracing::warn!(key = %self.key, ?reason, "pylock: lock lost");
+                self.span.in_scope(|| {
+                    tracing::warn!(key = %self.key, ?reason, "pylock: lock lost");
+                });
+                self.end(End::Lost);
             }
             first
         });
@@ -138,7 +195,9 @@ impl Hold {
                 }
                 still_held
             });
-            tracing::debug!(key = %self.key, ttl_ms = ttl.as_millis(), "pylock: extended");
+            self.span.in_scope(|| {
+                tracing::debug!(key = %self.key, ttl_ms = ttl.as_millis(), "pylock: extended");
+            });
             Ok(())
         } else {
             self.mark_lost(LostReason::TakenOver);
@@ -152,15 +211,20 @@ impl Hold {
     pub(crate) async fn release(&self) -> Result<()> {
         let held = self.acquired_at.elapsed();
         if self.backend.release(&self.server_key, &self.token).await? {
-            tracing::debug!(key = %self.key, held_us = held.as_micros(), "pylock: released");
+            self.span.in_scope(|| {
+                tracing::debug!(key = %self.key, held_us = held.as_micros(), "pylock: released");
+            });
+            self.end(End::Released);
             Ok(())
         } else {
             self.mark_lost(LostReason::TakenOver);
-            tracing::warn!(
-                key = %self.key,
-                held_us = held.as_micros(),
-                "pylock: the lock was lost before release"
-            );
+            self.span.in_scope(|| {
+                tracing::warn!(
+                    key = %self.key,
+                    held_us = held.as_micros(),
+                    "pylock: the lock was lost before release"
+                );
+            });
             Err(Error::Lost {
                 key: self.key.clone(),
             })

@@ -184,4 +184,4 @@ pub use notice::{IdleHook, NoticeBoard, ReleaseNotice};
 pub use registry::{Factory, Registry};
 pub use settings::{Backoff, DEFAULT_EXPIRES, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT, Settings};
 pub use token::Token;
-pub use wait::FINAL_ATTEMPT_GRACE;
+pub use wait::{FINAL_ATTEMPT_GRACE, NO_LIMIT};

@@ -207,7 +207,9 @@ impl Lock {
         }
     }
 
-    /// How long [`acquire`](Self::acquire) waits; zero means one attempt.
+    /// How long [`acquire`](Self::acquire) waits; zero means one attempt, and
+    /// `Duration::MAX` (or anything from [`NO_LIMIT`](crate::NO_LIMIT), 100 years, up) as long
+    /// as it takes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -742,12 +744,33 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn a_timeout_of_duration_max_waits_as_long_as_it_takes() {
+        let locks = locks();
+        let holder = locks.lock("forever").acquire().await.unwrap();
+        let waiter = tokio::spawn({
+            let lock = locks.lock("forever").timeout(Duration::MAX);
+            async move { lock.acquire().await.map(|guard| guard.abandon()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiter.is_finished(),
+            "gave up or got in while the lock was held"
+        );
+        holder.release().await.unwrap();
+        waiter
+            .await
+            .unwrap()
+            .expect("no limit: got the lock after the release");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn traces_show_waits_attempts_and_hold_times() {
         let captured = Captured::default();
         let writer = captured.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::DEBUG)
             .with_ansi(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .with_writer(move || writer.clone())
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
@@ -779,5 +802,57 @@ mod tests {
         assert!(text.contains("waited_us="), "{text}");
         assert!(text.contains("held_us="), "{text}");
         assert!(text.contains("pylock: released"), "{text}");
+
+        // The spans, as an operator graphs them: each acquire with its attempts, wait and
+        // outcome; each hold with its fence, duration and end.
+        let closed = |name: &str| -> Vec<String> {
+            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+            text.lines()
+                .filter(|line| line.contains(name) && line.contains("close"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let acquires = closed("pylock.acquire{");
+        assert!(
+            acquires
+                .iter()
+                .any(|line| line.contains("outcome=\"acquired\"")
+                    && line.contains("backend=\"memory\"")
+                    && line.contains("waited_us=")),
+            "{acquires:?}"
+        );
+        let held = locks.lock("traced").timeout(Duration::ZERO);
+        let guard = held.acquire().await.unwrap();
+        assert!(matches!(
+            held.acquire().await,
+            Err(crate::Error::Timeout { .. })
+        ));
+        assert!(
+            closed("pylock.acquire{")
+                .iter()
+                .any(|line| line.contains("outcome=\"timeout\"")),
+            "{text}"
+        );
+        drop(guard);
+        locks.lock("traced").acquire().await.unwrap().abandon();
+        let expiring = locks.lock("lost").expires(Duration::from_millis(10));
+        let guard = expiring.acquire().await.unwrap();
+        assert_eq!(guard.lost().await, crate::LostReason::Expired);
+        drop(guard);
+        tokio::task::yield_now().await;
+        let holds = closed("pylock.hold{");
+        for end in ["released", "dropped", "abandoned", "lost"] {
+            assert!(
+                holds
+                    .iter()
+                    .any(|line| line.contains(&format!("end=\"{end}\""))
+                        && line.contains("held_us=")),
+                "no hold ended {end}: {holds:?}"
+            );
+        }
+        assert!(
+            holds.iter().any(|line| line.contains("fence=")),
+            "{holds:?}"
+        );
     }
 }

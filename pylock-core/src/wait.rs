@@ -48,20 +48,44 @@ pub(crate) enum Outcome {
 /// acquire's timeout.
 pub const FINAL_ATTEMPT_GRACE: Duration = Duration::from_millis(20);
 
+/// A timeout this long or longer (`Duration::MAX`) means waiting as long as it takes.
+pub const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Never sleep less than this between attempts, so a backend reporting a zero remaining TTL
 /// over and over cannot make a waiter spin.
 const MIN_PAUSE: Duration = Duration::from_millis(1);
 
+/// One acquire, as a `pylock.acquire` tracing span (INFO) with `key` and `backend`, and at
+/// its end `attempts`, `waited_us` and `outcome` (`acquired`, `timeout` or `error`). Each
+/// attempt is a DEBUG event inside it.
 pub(crate) async fn acquire(request: Request) -> Result<Outcome> {
-    let span = tracing::debug_span!(
+    let span = tracing::info_span!(
         "pylock.acquire",
         key = %request.key,
-        backend = request.locks.backend().name()
+        backend = request.locks.backend().name(),
+        attempts = tracing::field::Empty,
+        waited_us = tracing::field::Empty,
+        outcome = tracing::field::Empty,
     );
-    wait_for(request).instrument(span).await
+    let started = Instant::now();
+    let mut attempts = 0;
+    let result = wait_for(request, &mut attempts)
+        .instrument(span.clone())
+        .await;
+    span.record("attempts", attempts)
+        .record("waited_us", started.elapsed().as_micros())
+        .record(
+            "outcome",
+            match &result {
+                Ok(Outcome::Acquired(_)) => "acquired",
+                Ok(Outcome::TimedOut { .. }) => "timeout",
+                Err(_) => "error",
+            },
+        );
+    result
 }
 
-async fn wait_for(request: Request) -> Result<Outcome> {
+async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
     let Request {
         locks,
         key,
@@ -72,11 +96,8 @@ async fn wait_for(request: Request) -> Result<Outcome> {
     } = request;
     let backend = Arc::clone(locks.backend());
     let started = Instant::now();
-    let deadline = started.checked_add(timeout).ok_or_else(|| {
-        Error::invalid_option(
-            "timeout",
-            format!("{timeout:?} is too far in the future to wait for"),
-        )
+    let deadline = started.checked_add(timeout.min(NO_LIMIT)).ok_or_else(|| {
+        Error::invalid_option("timeout", "this machine's clock cannot count so far")
     })?;
     let cutoff = deadline
         .checked_add(FINAL_ATTEMPT_GRACE)
@@ -87,12 +108,12 @@ async fn wait_for(request: Request) -> Result<Outcome> {
     let mut subscribed = false;
     let mut unsettled = Unsettled::new(Arc::clone(&backend), &server_key, token, &key);
     let mut pauses = Pauses::new(locks.settings().retry, token);
-    let mut attempts: u32 = 0;
     // Whether the server ever said the lock was held: at the deadline, that makes the outcome
     // a timeout rather than an outage.
     let mut seen_held = false;
     loop {
-        attempts += 1;
+        *attempts += 1;
+        let attempts = *attempts;
         let sent_at = Instant::now();
         unsettled.arm();
         let attempt = backend.try_acquire(&server_key, &token, expires);
@@ -120,6 +141,11 @@ async fn wait_for(request: Request) -> Result<Outcome> {
             Ok(Attempt::Held { remaining }) => {
                 unsettled.disarm();
                 seen_held = true;
+                tracing::debug!(
+                    attempts,
+                    holder_remaining_ms = remaining.map(|r| r.as_millis()),
+                    "pylock: held by another"
+                );
                 (None, remaining)
             }
             Err(error) if error.is_transient() => (Some(error), None),
