@@ -10,6 +10,7 @@ pub(crate) mod code {
     /// The backend failed (unreachable, refused the request; sysexits `EX_SOFTWARE`).
     pub(crate) const ERROR: u8 = 70;
     /// The lock was not had within the timeout (sysexits `EX_TEMPFAIL`): try again later.
+    /// `pylock run -E N` replaces it, as `flock -E` does.
     pub(crate) const TIMEOUT: u8 = 75;
     /// The lock was lost while the command ran, and the command was stopped.
     pub(crate) const LOST: u8 = 76;
@@ -24,6 +25,8 @@ pub(crate) mod code {
 pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) code: u8,
+    /// The lock is held by someone else: the expected outcome that `-q` keeps silent.
+    pub(crate) conflict: bool,
 }
 
 impl Failure {
@@ -31,6 +34,15 @@ impl Failure {
         Failure {
             message: message.into(),
             code,
+            conflict: false,
+        }
+    }
+
+    /// The lock was not had within the timeout: exit `code` (75 unless `-E` says otherwise).
+    pub(crate) fn conflict(code: u8, message: impl Into<String>) -> Self {
+        Failure {
+            conflict: true,
+            ..Failure::new(code, message)
         }
     }
 
@@ -38,6 +50,39 @@ impl Failure {
     pub(crate) fn report(self) -> ExitCode {
         eprintln!("pylock: {}", self.message);
         ExitCode::from(self.code)
+    }
+}
+
+impl Failure {
+    /// A usage error from clap, on one line with a hint: the message (with any missing or
+    /// offending items and clap's tip), the usage, and where the help is (of `subcommand`,
+    /// if one was given). Clap's own report spreads this over five to seven lines.
+    pub(crate) fn usage(error: &clap::Error, subcommand: Option<&str>) -> Self {
+        let text = error.render().to_string();
+        let mut message = String::new();
+        let mut usage = None;
+        for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
+            if let Some(rest) = line.strip_prefix("Usage:") {
+                usage = Some(rest.trim().to_owned());
+            } else if line.starts_with("For more information") {
+                // Replaced by the hint below.
+            } else if let Some(rest) = line.strip_prefix("error:") {
+                message.push_str(rest.trim());
+            } else {
+                // Items of the message (missing arguments) and clap's tips.
+                message.push_str(if message.ends_with(':') { " " } else { "; " });
+                message.push_str(line);
+            }
+        }
+        let help = match subcommand {
+            Some(word) => format!("pylock {word} --help"),
+            None => "pylock --help".to_owned(),
+        };
+        let hint = match usage {
+            Some(usage) => format!(" (usage: {usage}; see {help})"),
+            None => format!(" (see {help})"),
+        };
+        Failure::new(code::USAGE, format!("{message}{hint}"))
     }
 }
 
@@ -53,7 +98,10 @@ impl From<pylock::Error> for Failure {
             | pylock::Error::UnknownScheme { .. } => code::USAGE,
             _ => code::ERROR,
         };
-        Failure::new(code, one_line(&error))
+        Failure {
+            conflict: code == code::TIMEOUT,
+            ..Failure::new(code, one_line(&error))
+        }
     }
 }
 

@@ -47,6 +47,11 @@ struct Cli {
     /// by someone else (exit 75); other errors still show.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Trace what pylock does on stderr: each acquire (attempts, wait) and hold (fence, how
+    /// long, how it ended) with -v, every attempt and renewal with -vv. RUST_LOG, when set,
+    /// chooses instead (e.g. RUST_LOG=pylock=debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -60,9 +65,16 @@ enum Command {
         /// is renewed every third of it while the command runs.
         #[arg(long, default_value_t = 10.0)]
         expires: f64,
-        /// Longest wait for the lock, in seconds; 0 means one attempt.
-        #[arg(long, default_value_t = 60.0)]
+        /// Longest wait for the lock, in seconds; 0 means one attempt (like `flock -n`), `inf`
+        /// no limit (like `flock` without -w).
+        #[arg(long, short = 'w', default_value_t = 60.0)]
         timeout: f64,
+        /// One attempt, no waiting: the same as --timeout 0 (like `flock -n`).
+        #[arg(long, short = 'n', conflicts_with = "timeout")]
+        nonblock: bool,
+        /// Exit code when the lock was not had within the timeout (like `flock -E`).
+        #[arg(long, short = 'E', default_value_t = code::TIMEOUT)]
+        conflict_exit_code: u8,
         /// Longest hold in seconds, renewals included: a stuck command loses the lock then.
         #[arg(long)]
         max_hold: Option<f64>,
@@ -93,7 +105,11 @@ enum Command {
     },
 }
 
+/// A number of seconds from the command line; `inf` is no limit.
 fn seconds(name: &str, value: f64) -> Result<Duration, Failure> {
+    if value == f64::INFINITY {
+        return Ok(Duration::MAX);
+    }
     Duration::try_from_secs_f64(value).map_err(|_| {
         Failure::new(
             code::USAGE,
@@ -134,10 +150,16 @@ async fn main_result(cli: Cli) -> Result<u8, Failure> {
             max_hold,
             signal,
             grace,
+            nonblock,
+            conflict_exit_code,
             key,
             command,
         } => {
-            let timeout = seconds("timeout", timeout)?;
+            let timeout = if nonblock {
+                Duration::ZERO
+            } else {
+                seconds("timeout", timeout)?
+            };
             let mut lock = locks
                 .lock(key.as_str())
                 .expires(seconds("expires", expires)?)
@@ -154,6 +176,7 @@ async fn main_result(cli: Cli) -> Result<u8, Failure> {
                 term_signal: signal,
                 grace: seconds("grace", grace)?,
                 quiet: cli.quiet,
+                conflict_code: conflict_exit_code,
             }
             .run()
             .await
@@ -197,6 +220,37 @@ async fn status(lock: &Lock) -> Result<u8, Failure> {
     Ok(0)
 }
 
+/// Installs a tracing subscriber on stderr if RUST_LOG is set or -v given: the library's
+/// spans (`pylock.acquire`, `pylock.hold`, shown as they close, with their durations) and
+/// events (attempts, renewals, losses).
+fn trace_to_stderr(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match (std::env::var("RUST_LOG"), verbose) {
+        (Ok(directives), _) if !directives.trim().is_empty() => EnvFilter::new(directives),
+        (_, 0) => return,
+        // Targets match by prefix: `pylock` covers pylock_core, pylock_redis, ...
+        (_, 1) => EnvFilter::new("pylock=info"),
+        _ => EnvFilter::new("pylock=debug"),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The subcommand named on the command line, if any: where a usage error's help is.
+fn subcommand() -> Option<String> {
+    use clap::CommandFactory;
+    let command = Cli::command();
+    std::env::args().skip(1).find(|arg| {
+        command
+            .get_subcommands()
+            .any(|sub| sub.get_name() == arg && sub.get_name() != "help")
+    })
+}
+
 fn main() -> ExitCode {
     // The watchdog of `pylock run` (see `job.rs`) is this binary, started with a hidden word.
     let mut args = std::env::args();
@@ -209,24 +263,23 @@ fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
-            let _ = error.print();
             // Help and version are answers; anything else is bad usage (sysexits EX_USAGE,
-            // as the exit-code table says), not clap's default 2.
+            // as the exit-code table says, not clap's default 2), told on one line.
             return match error.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    let _ = error.print();
                     ExitCode::SUCCESS
                 }
-                _ => ExitCode::from(code::USAGE),
+                // `pylock` alone: the help is the answer, but nothing was done.
+                clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = error.print();
+                    ExitCode::from(code::USAGE)
+                }
+                _ => Failure::usage(&error, subcommand().as_deref()).report(),
             };
         }
     };
-    if std::env::var_os("RUST_LOG").is_some() {
-        // Operators' view of the library's spans and events (acquire, attempts, losses).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_writer(std::io::stderr)
-            .try_init();
-    }
+    trace_to_stderr(cli.verbose);
     let quiet = cli.quiet;
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -239,7 +292,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         // Like `flock -n`, a quiet run says nothing when the lock is simply taken: a cron job
         // that overlaps another host's must not mail every time.
-        Err(failure) if quiet && failure.code == code::TIMEOUT => ExitCode::from(failure.code),
+        Err(failure) if quiet && failure.conflict => ExitCode::from(failure.code),
         Err(failure) => failure.report(),
     }
 }

@@ -28,6 +28,8 @@ pub(crate) struct RunCommand {
     pub(crate) term_signal: Signal,
     pub(crate) grace: Duration,
     pub(crate) quiet: bool,
+    /// The exit code when the lock was not had within the timeout (`-E`).
+    pub(crate) conflict_code: u8,
 }
 
 /// The signals passed on to the job: a service manager's stop (TERM), Ctrl-C (INT), a
@@ -118,6 +120,15 @@ impl RunCommand {
         self.release(guard, exit_code(status)).await
     }
 
+    /// How long the wait may last, for messages.
+    fn limit(&self) -> String {
+        if self.timeout >= pylock::NO_LIMIT {
+            "with no time limit".to_owned()
+        } else {
+            format!("up to {:.1} s", self.timeout.as_secs_f64())
+        }
+    }
+
     /// Gets the lock within `--timeout`: one attempt first (so that the wait can be announced),
     /// then the library's wait, which also retries a server that is briefly unreachable.
     async fn acquire(&self) -> Result<LockGuard, Failure> {
@@ -129,17 +140,13 @@ impl RunCommand {
             Err(error) => return Err(error.into()),
         };
         if self.timeout.is_zero() {
-            return Err(Failure::new(
-                code::TIMEOUT,
+            return Err(Failure::conflict(
+                self.conflict_code,
                 format!("lock {:?} is held by someone else (timeout 0)", self.key),
             ));
         }
         match &first {
-            Some(error) => self.say(&format!(
-                "{}; retrying for up to {:.1} s",
-                one_line(error),
-                self.timeout.as_secs_f64()
-            )),
+            Some(error) => self.say(&format!("{}; retrying {}", one_line(error), self.limit())),
             None => {
                 let holder = match self.lock.inspect().await {
                     Ok(Some(holder)) => match holder.remaining {
@@ -151,8 +158,8 @@ impl RunCommand {
                     _ => String::new(),
                 };
                 self.say(&format!(
-                    "waiting up to {:.1} s for lock {:?}, held by someone else{holder}",
-                    self.timeout.as_secs_f64(),
+                    "waiting {} for lock {:?}, held by someone else{holder}",
+                    self.limit(),
                     self.key
                 ));
             }
@@ -163,8 +170,8 @@ impl RunCommand {
                 self.say(&format!("got lock {:?}", self.key));
                 Ok(guard)
             }
-            Err(Error::Timeout { .. }) => Err(Failure::new(
-                code::TIMEOUT,
+            Err(Error::Timeout { .. }) => Err(Failure::conflict(
+                self.conflict_code,
                 format!(
                     "lock {:?} still held by someone else after {:.1} s; giving up",
                     self.key,

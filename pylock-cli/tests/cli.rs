@@ -291,6 +291,22 @@ async fn exit_codes_messages_and_operator_commands() {
         "",
         "-q on a held lock"
     );
+    // flock's own spelling: -n (one attempt) and -E (the conflict's exit code).
+    let flock_like =
+        output(pylock(server.url()).args(["run", "-n", "-E", "3", &key, "--", "true"])).await;
+    assert_eq!(flock_like.status.code(), Some(3), "{}", text(&flock_like));
+    assert_eq!(
+        text(&flock_like).lines().count(),
+        1,
+        "{}",
+        text(&flock_like)
+    );
+    let flock_quiet = output(
+        pylock(server.url()).args(["-q", "run", "-w", "0.2", "-E", "3", &key, "--", "true"]),
+    )
+    .await;
+    assert_eq!(flock_quiet.status.code(), Some(3), "{}", text(&flock_quiet));
+    assert!(flock_quiet.stderr.is_empty(), "{}", text(&flock_quiet));
 
     let status = output(pylock(server.url()).args(["status", &key])).await;
     let status = text(&status);
@@ -531,6 +547,36 @@ async fn a_briefly_unreachable_server_is_retried_within_the_timeout() {
     assert!(text(&run).contains("retrying"), "{}", text(&run));
 }
 
+/// `--timeout inf` waits as long as it takes, like `flock` without `-w`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_infinite_timeout_waits_for_the_holder() {
+    let Some(server) = redis().await else {
+        return;
+    };
+    let key = format!("inf-{}", std::process::id());
+    let mut holder = pylock(server.url())
+        .args(["-q", "run", &key, "--", "sleep", "1.5"])
+        .spawn()
+        .expect("spawn");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waiter = pylock(server.url())
+        .args(["run", "--timeout", "inf", &key, "--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let waiter = tokio::time::timeout(Duration::from_secs(30), waiter.wait_with_output())
+        .await
+        .expect("the waiter got the lock once the holder was done")
+        .expect("wait");
+    assert_eq!(waiter.status.code(), Some(0), "{}", text(&waiter));
+    assert!(
+        text(&waiter).contains("with no time limit"),
+        "{}",
+        text(&waiter)
+    );
+    assert_eq!(holder.wait().await.expect("holder").code(), Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_urls_are_usage_errors_that_never_show_the_password() {
     let secret = "Se/cr?e#t@Pw";
@@ -562,19 +608,41 @@ async fn bad_urls_are_usage_errors_that_never_show_the_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usage_errors_exit_64_and_help_exits_0() {
-    for (args, code) in [
-        (&["run"][..], USAGE),
-        (&["--bogus", "status", "k"][..], USAGE),
-        (&["run", "--expires", "soon", "k", "--", "true"][..], USAGE),
-        (&["--help"][..], 0),
-        (&["--version"][..], 0),
+async fn usage_errors_exit_64_on_one_line_with_a_hint_and_help_exits_0() {
+    for (args, hint) in [
+        (&["run"][..], "pylock run --help"),
+        (&["run", "k"][..], "pylock run --help"),
+        (&["--bogus", "status", "k"][..], "pylock status --help"),
+        (
+            &["run", "--expires", "soon", "k", "--", "true"][..],
+            "pylock run --help",
+        ),
+        (
+            &["run", "--signal", "SIGFOO", "k", "--", "true"][..],
+            "pylock run --help",
+        ),
+        (&["frobnicate"][..], "pylock --help"),
+        (&["release", "--force"][..], "pylock release --help"),
     ] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pylock"));
         command.env_remove("PYLOCK_URL").args(args);
         let run = output(&mut command).await;
-        assert_eq!(run.status.code(), Some(code), "{args:?}: {}", text(&run));
+        assert_eq!(run.status.code(), Some(USAGE), "{args:?}: {}", text(&run));
+        let said = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(said.lines().count(), 1, "{args:?}: not one line: {said}");
+        assert!(said.starts_with("pylock: "), "{args:?}: {said}");
+        assert!(said.contains(hint), "{args:?}: no hint {hint:?}: {said}");
     }
+    for args in [&["--help"][..], &["--version"][..], &["run", "--help"][..]] {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_pylock"));
+        command.env_remove("PYLOCK_URL").args(args);
+        let run = output(&mut command).await;
+        assert_eq!(run.status.code(), Some(0), "{args:?}: {}", text(&run));
+    }
+    // `pylock` alone shows the help, but did nothing: bad usage.
+    let run = output(Command::new(env!("CARGO_BIN_EXE_pylock")).env_remove("PYLOCK_URL")).await;
+    assert_eq!(run.status.code(), Some(USAGE), "{}", text(&run));
+    assert!(text(&run).contains("Usage"), "{}", text(&run));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -596,4 +664,44 @@ async fn the_url_from_a_file_and_rust_log_work() {
         said.contains("pylock.acquire"),
         "RUST_LOG shows the spans: {said}"
     );
+
+    // -v: each acquire and hold as it closes, with what an operator graphs; no colour codes
+    // when stderr is not a terminal.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pylock"));
+    command
+        .env("PYLOCK_URL", server.url())
+        .env_remove("RUST_LOG")
+        .args(["run", "-v", &key, "--", "true"]);
+    let run = output(&mut command).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    let said = String::from_utf8_lossy(&run.stderr);
+    let acquire = said
+        .lines()
+        .find(|line| line.contains("pylock.acquire"))
+        .unwrap_or_else(|| panic!("-v shows no acquire: {said}"));
+    for field in [
+        "attempts=1",
+        "waited_us=",
+        "outcome=\"acquired\"",
+        "backend=\"redis\"",
+    ] {
+        assert!(acquire.contains(field), "{field} missing: {acquire}");
+    }
+    let hold = said
+        .lines()
+        .find(|line| line.contains("pylock.hold"))
+        .unwrap_or_else(|| panic!("-v shows no hold: {said}"));
+    for field in ["fence=", "held_us=", "end=\"released\""] {
+        assert!(hold.contains(field), "{field} missing: {hold}");
+    }
+    assert!(!said.contains('\u{1b}'), "colour codes in a pipe: {said}");
+    // Without -v or RUST_LOG, a run says nothing.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pylock"));
+    command
+        .env("PYLOCK_URL", server.url())
+        .env_remove("RUST_LOG")
+        .args(["run", &key, "--", "true"]);
+    let run = output(&mut command).await;
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert!(run.stderr.is_empty(), "{}", text(&run));
 }
