@@ -51,3 +51,15 @@ pub fn connect(url: &str) -> Result<Locks> {
     install_default_backends();
     Locks::connect(url)
 }
+
+/// A client for the URL in `PYLOCK_URL` (trimmed), or for in-process `memory://` when it is
+/// unset or empty, with every backend this crate's features enable installed. The same as
+/// [`Locks::from_env`].
+///
+/// # Errors
+///
+/// As for [`Locks::from_env`].
+pub fn from_env() -> Result<Locks> {
+    install_default_backends();
+    Locks::from_env()
+}
