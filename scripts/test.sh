@@ -39,6 +39,12 @@ step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 
 step "cargo package (every crate builds from its own .crate, against the others)"
+# The packages are verified against each other through a local registry under target/, which
+# cargo extracts into $CARGO_HOME/registry/src/-<hash of its path>/ and then reuses while the
+# version stays the same: a second clone at the same path would build the old sources.
+# Remove those extractions of our own crates (only ours, only of local registries).
+rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/pylock-[0-9]* \
+       "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/pylock-[a-z]*-[0-9]*
 cargo package --workspace --allow-dirty
 
 step "all checks passed"

@@ -250,6 +250,7 @@ async fn raw_cycles(
                     .key(keys::fence_key(&key))
                     .arg("token")
                     .arg(10_000)
+                    .arg("0")
                     .invoke_async(&mut connection)
                     .await
                     .expect("acquire script");

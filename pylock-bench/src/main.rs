@@ -12,6 +12,9 @@
 //! - `throughput`: `--tasks` tasks on distinct keys of one backend: cycles per second;
 //! - `handoff`: `--waiters` tasks on one key: time from a release to the next holder's
 //!   acquire;
+//! - `crowd`: `--waiters` tasks (default 1000) wait on one held lock, then take it in turn,
+//!   each for `--hold-ms`: server commands per second while they wait and per hand-off
+//!   (Redis), hand-off latency, wait times, order kept or not (see `crowd.rs`);
 //! - `blocking`: the `uncontended` cycle through `pylock::blocking`, from a plain thread,
 //!   each cycle preceded by a round trip on a plain blocking socket: `floor_rtt_us` is the
 //!   p50 of those, measured alongside.
@@ -26,6 +29,7 @@
 
 mod baseline;
 mod cpu;
+mod crowd;
 mod scenarios;
 mod stats;
 
@@ -67,9 +71,12 @@ struct Args {
     /// Tasks of the throughput scenario.
     #[arg(long, default_value_t = 64)]
     tasks: usize,
-    /// Tasks of the hand-off scenario.
-    #[arg(long, default_value_t = 8)]
-    waiters: usize,
+    /// Tasks of the hand-off scenario (default 8) and of the crowd scenario (default 1000).
+    #[arg(long)]
+    waiters: Option<usize>,
+    /// How long each crowd waiter holds the lock, in milliseconds.
+    #[arg(long, default_value_t = 1)]
+    hold_ms: u64,
     /// Run only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
@@ -241,7 +248,7 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
             runs: Vec::new(),
         };
         for _ in 0..repeat {
-            let samples = scenarios::handoff(&locks, args.waiters, budget).await;
+            let samples = scenarios::handoff(&locks, args.waiters.unwrap_or(8), budget).await;
             row.runs.push(Run::of(samples, None));
         }
         rows.push(row);
@@ -274,12 +281,26 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         rows.push(row);
     }
 
+    let crowd = if wanted("crowd") {
+        let meter = pinger.as_ref().and_then(Pinger::redis_connection);
+        let waiters = args.waiters.unwrap_or(1000);
+        Some(crowd::crowd(&locks, waiters, Duration::from_millis(args.hold_ms), meter).await)
+    } else {
+        None
+    };
+
     if args.json {
+        if let Some(crowd) = &crowd {
+            println!("{}", crowd_json(backend, url, crowd, &baseline));
+        }
         for row in &rows {
             println!("{}", json(backend, url, row, &baseline, args));
         }
     } else {
         table(args, url, backend, &rows, &baseline);
+        if let Some(crowd) = &crowd {
+            crowd_table(crowd, &baseline);
+        }
     }
     rows.iter()
         .find(|row| row.scenario == "uncontended")
@@ -293,6 +314,54 @@ fn floor_rtt_us(row: &Row, baseline: &Baseline) -> Option<f64> {
         row.optional(|r| r.rtt_us)
     } else {
         baseline.floor_rtt_us
+    }
+}
+
+/// The crowd scenario's JSON line.
+fn crowd_json(backend: &str, url: &str, crowd: &crowd::Crowd, baseline: &Baseline) -> String {
+    let (mut handoffs, mut waits) = (crowd.handoffs.clone(), crowd.waits.clone());
+    format!(
+        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"crowd\",\"waiters\":{},\"fair\":false,\"acquisitions\":{},\"server_cmds_per_handoff\":{},\"idle_cmds_per_s\":{},\"handoff_p50_us\":{},\"handoff_p99_us\":{},\"wait_p99_ms\":{},\"wait_max_ms\":{},\"fifo_violations\":{},\"timeouts\":{},\"errors\":{},\"baseline_rtt_us\":{}}}",
+        pylock::url::redact_url(url),
+        crowd.waiters,
+        crowd.acquisitions,
+        number(crowd.server_cmds_per_handoff),
+        number(crowd.idle_cmds_per_s),
+        number(Some(handoffs.quantile_us(0.5))),
+        number(Some(handoffs.quantile_us(0.99))),
+        number(Some(waits.quantile_us(0.99) / 1000.0)),
+        number(Some(waits.quantile_us(1.0) / 1000.0)),
+        crowd.fifo_violations,
+        crowd.timeouts,
+        crowd.errors,
+        number(baseline.rtt_us),
+    )
+}
+
+/// The crowd scenario, as lines under the table.
+fn crowd_table(crowd: &crowd::Crowd, baseline: &Baseline) {
+    let (mut handoffs, mut waits) = (crowd.handoffs.clone(), crowd.waits.clone());
+    let p50 = handoffs.quantile_us(0.5);
+    let ratio = baseline
+        .rtt_us
+        .map(|rtt| format!(" ({:.2} x async round trip)", p50 / rtt))
+        .unwrap_or_default();
+    println!(
+        "crowd: {} waiters, {} acquisitions, {} timeouts, {} errors | hand-off p50 {p50:.1} us{ratio}, p99 {:.1} us | wait p99 {:.1} ms, max {:.1} ms | out of order {}",
+        crowd.waiters,
+        crowd.acquisitions,
+        crowd.timeouts,
+        crowd.errors,
+        handoffs.quantile_us(0.99),
+        waits.quantile_us(0.99) / 1000.0,
+        waits.quantile_us(1.0) / 1000.0,
+        crowd.fifo_violations,
+    );
+    if let (Some(per_handoff), Some(idle)) = (crowd.server_cmds_per_handoff, crowd.idle_cmds_per_s)
+    {
+        println!(
+            "crowd: server commands {per_handoff:.1} per hand-off, {idle:.0} per second while all wait"
+        );
     }
 }
 

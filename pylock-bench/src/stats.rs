@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Latencies of one scenario, and how long the whole run took.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Samples {
     latencies: Vec<Duration>,
     /// Completed operations (may exceed the latencies kept).

@@ -3,15 +3,28 @@
 //! A [`NoticeBoard`] keeps one channel per waited key. A waiter subscribes *before* its first
 //! attempt and keeps the [`ReleaseNotice`] for as long as it waits; a notice posted at any
 //! moment after the subscription (even between an attempt and the wait that follows it) is
-//! seen, so no wake-up is lost. Notices are coalesced: a waiter that was busy while two
-//! releases happened wakes once, tries, and finds out for itself.
+//! not lost.
+//!
+//! A release wakes **one** waiter of the key, the one that has waited longest (or, if none
+//! is parked at that moment, the next one to wait): it alone tries the lock, so a hand-off
+//! costs the server one attempt per process however many wait, instead of one per waiter.
+//! The woken waiter always tries (and a waiter woken but cancelled before its attempt was
+//! answered passes the wake-up on); if it gets the lock while others of its process still
+//! wait, the backend marks the lock so that its release is announced too. When the notice
+//! channel itself fails, the backend says so ([`NoticeBoard::set_healthy`]), every waiter is
+//! woken, and waiters poll until it is back.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use std::future::Future;
+use std::pin::Pin;
 use std::task::Poll;
 
-use tokio::sync::watch;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
 
 /// Called with a key when its last waiter goes away, so a backend can drop its server-side
 /// subscription (e.g. Redis `UNSUBSCRIBE`).
@@ -22,20 +35,27 @@ pub type IdleHook = Box<dyn Fn(&str) + Send + Sync>;
 /// Backends with notifications post to it when a lock is released ([`notify`](Self::notify));
 /// [`LockBackend::subscribe`](crate::LockBackend::subscribe) hands out
 /// [`subscribe`](Self::subscribe)d notices. Channels exist only while someone waits.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct NoticeBoard {
     inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
     channels: Mutex<HashMap<String, Channel>>,
     on_idle: Option<IdleHook>,
+    /// Whether notices can arrive now; shared with every notice of the board.
+    healthy: Arc<AtomicBool>,
 }
 
 struct Channel {
-    sender: watch::Sender<u64>,
+    wake: Arc<Notify>,
     waiters: usize,
+}
+
+impl Default for NoticeBoard {
+    fn default() -> Self {
+        Self::build(None)
+    }
 }
 
 impl NoticeBoard {
@@ -46,46 +66,76 @@ impl NoticeBoard {
 
     /// An empty board that calls `on_idle(key)` when the last waiter of `key` goes away.
     pub fn with_idle_hook(on_idle: impl Fn(&str) + Send + Sync + 'static) -> Self {
+        Self::build(Some(Box::new(on_idle)))
+    }
+
+    fn build(on_idle: Option<IdleHook>) -> Self {
         NoticeBoard {
             inner: Arc::new(Inner {
                 channels: Mutex::default(),
-                on_idle: Some(Box::new(on_idle)),
+                on_idle,
+                healthy: Arc::new(AtomicBool::new(true)),
             }),
         }
     }
 
-    /// Registers a waiter for `key`. The notice sees every [`notify`](Self::notify) of `key`
-    /// that happens after this call returns. The flag is `true` when this is the key's only
+    /// Registers a waiter for `key`. The notice sees the [`notify`](Self::notify)s of `key`
+    /// that happen after this call returns. The flag is `true` when this is the key's only
     /// waiter, i.e. the backend may need to start a server-side subscription.
     pub fn subscribe(&self, key: &str) -> (ReleaseNotice, bool) {
         let mut channels = self.channels();
         let channel = channels.entry(key.to_owned()).or_insert_with(|| Channel {
-            sender: watch::Sender::new(0),
+            wake: Arc::new(Notify::new()),
             waiters: 0,
         });
         channel.waiters += 1;
         let first = channel.waiters == 1;
         let notice = ReleaseNotice {
-            source: Source {
-                receivers: vec![channel.sender.subscribe()],
-                _memberships: vec![Membership {
+            sources: vec![Source {
+                wake: Arc::clone(&channel.wake),
+                healthy: Arc::clone(&self.inner.healthy),
+                _membership: Membership {
                     board: self.clone(),
                     key: key.to_owned(),
-                }],
-            },
+                },
+            }],
         };
         (notice, first)
     }
 
-    /// Wakes every current waiter of `key`. Returns whether anyone was waiting.
+    /// A release of `key`: wakes the waiter of `key` that has waited longest, or, if none is
+    /// waiting right now, the next one to wait. Returns whether `key` has waiters.
     pub fn notify(&self, key: &str) -> bool {
         match self.channels().get(key) {
             Some(channel) => {
-                channel.sender.send_modify(|generation| *generation += 1);
+                channel.wake.notify_one();
                 true
             }
             None => false,
         }
+    }
+
+    /// Wakes every waiter of `key`, e.g. after notices may have been missed (a reconnect).
+    /// Returns whether `key` has waiters.
+    pub fn notify_all(&self, key: &str) -> bool {
+        match self.channels().get(key) {
+            Some(channel) => {
+                channel.wake.notify_waiters();
+                // And a waiter between an attempt and its wait, which `notify_waiters` misses.
+                channel.wake.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The number of waiters of `key` now, in this process. A backend that marks locks for
+    /// announcement uses it: a lock taken while others here still wait must be announced
+    /// when it is released.
+    pub fn waiters(&self, key: &str) -> usize {
+        self.channels()
+            .get(key)
+            .map_or(0, |channel| channel.waiters)
     }
 
     /// Whether `key` has waiters now.
@@ -96,6 +146,24 @@ impl NoticeBoard {
     /// The keys that have waiters now, e.g. to subscribe again after a reconnect.
     pub fn waited_keys(&self) -> Vec<String> {
         self.channels().keys().cloned().collect()
+    }
+
+    /// Says whether notices can arrive now. Going unhealthy (the backend's notice connection
+    /// dropped) wakes every waiter, which then polls with backoff until the board is healthy
+    /// again; a backend going healthy again should [`notify_all`](Self::notify_all) the keys
+    /// it could not hear about meanwhile.
+    pub fn set_healthy(&self, healthy: bool) {
+        let was = self.inner.healthy.swap(healthy, Ordering::SeqCst);
+        if was && !healthy {
+            for key in self.waited_keys() {
+                self.notify_all(&key);
+            }
+        }
+    }
+
+    /// Whether notices can arrive now.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.healthy.load(Ordering::SeqCst)
     }
 
     fn channels(&self) -> MutexGuard<'_, HashMap<String, Channel>> {
@@ -132,6 +200,7 @@ impl fmt::Debug for NoticeBoard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("NoticeBoard")
             .field("waited_keys", &self.channels().len())
+            .field("healthy", &self.is_healthy())
             .finish()
     }
 }
@@ -140,84 +209,78 @@ impl fmt::Debug for NoticeBoard {
 ///
 /// Dropping it ends the subscription.
 pub struct ReleaseNotice {
-    source: Source,
+    /// One per server that announces the lock's releases (several for Redlock).
+    sources: Vec<Source>,
 }
 
 struct Source {
-    /// One channel per server that announces the lock's releases (several for Redlock).
-    receivers: Vec<watch::Receiver<u64>>,
-    _memberships: Vec<Membership>,
+    wake: Arc<Notify>,
+    healthy: Arc<AtomicBool>,
+    _membership: Membership,
 }
 
 impl ReleaseNotice {
-    /// A notice fed by a backend's own `watch` channel: every change of the value after this
-    /// call counts as a release. For backends that do not use [`NoticeBoard`].
-    pub fn from_receiver(mut receiver: watch::Receiver<u64>) -> Self {
-        receiver.mark_unchanged();
-        ReleaseNotice {
-            source: Source {
-                receivers: vec![receiver],
-                _memberships: Vec::new(),
-            },
-        }
-    }
-
     /// A notice that fires when any of `notices` does, for a lock kept on several servers.
     pub fn any(notices: Vec<ReleaseNotice>) -> Self {
-        let mut receivers = Vec::new();
-        let mut memberships = Vec::new();
-        for notice in notices {
-            receivers.extend(notice.source.receivers);
-            memberships.extend(notice.source._memberships);
-        }
         ReleaseNotice {
-            source: Source {
-                receivers,
-                _memberships: memberships,
-            },
+            sources: notices.into_iter().flat_map(|n| n.sources).collect(),
         }
     }
 
-    /// Resolves once a release was posted since the subscription or the previous call.
+    /// Resolves once this waiter's turn to try has come: a release it was chosen to act on
+    /// since the subscription or the previous call, or a wake-up of all waiters.
     ///
-    /// If the backend dropped the channel (it was shut down), this never resolves; the wait
+    /// If the backend dropped its board (it was shut down), this never resolves; the wait
     /// loop's bounded poll still ends the wait.
     pub async fn released(&mut self) {
-        let mut waits: Vec<_> = self
-            .source
-            .receivers
-            .iter_mut()
-            .map(|receiver| Some(Box::pin(receiver.changed())))
+        if self.sources.is_empty() {
+            return std::future::pending().await;
+        }
+        let mut waits: Vec<Pin<Box<Notified<'_>>>> = self
+            .sources
+            .iter()
+            .map(|source| Box::pin(source.wake.notified()))
             .collect();
+        // The waits not chosen are dropped; one that was woken meanwhile passes its wake-up
+        // on to the next waiter (tokio's `Notified` does so on drop).
         std::future::poll_fn(|cx| {
-            for slot in &mut waits {
-                if let Some(wait) = slot {
-                    match wait.as_mut().poll(cx) {
-                        Poll::Ready(Ok(())) => return Poll::Ready(()),
-                        // A closed channel (its server's subscriber gone) never counts as a
-                        // release; it is not polled again.
-                        Poll::Ready(Err(_)) => *slot = None,
-                        Poll::Pending => {}
-                    }
+            for wait in &mut waits {
+                if wait.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(());
                 }
             }
             Poll::Pending
         })
         .await;
     }
+
+    /// Whether a release can reach this waiter now: some of its servers' notice channels
+    /// are up. While not, the waiter polls.
+    pub fn is_healthy(&self) -> bool {
+        self.sources
+            .iter()
+            .any(|source| source.healthy.load(Ordering::SeqCst))
+    }
+
+    /// Gives a wake-up this waiter received but could not act on (it was cancelled before
+    /// its attempt was answered) to the next waiter.
+    pub fn pass_on(&self) {
+        for source in &self.sources {
+            source.wake.notify_one();
+        }
+    }
 }
 
 impl fmt::Debug for ReleaseNotice {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys: Vec<&str> = self
-            .source
-            ._memberships
+            .sources
             .iter()
-            .map(|m| m.key.as_str())
+            .map(|s| s._membership.key.as_str())
             .collect();
         f.debug_struct("ReleaseNotice")
             .field("keys", &keys)
-            .field("channels", &self.source.receivers.len())
+            .field("healthy", &self.is_healthy())
             .finish()
     }
 }
@@ -250,6 +313,38 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), notice.released())
             .await
             .expect("the earlier notice wakes the waiter");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_release_wakes_the_longest_waiting_one_and_an_outage_wakes_all() {
+        let board = NoticeBoard::new();
+        let (mut first, _) = board.subscribe("k");
+        let (mut second, _) = board.subscribe("k");
+        let limit = Duration::from_secs(1);
+        let (a, b) = tokio::join!(
+            tokio::time::timeout(limit, first.released()),
+            async {
+                tokio::task::yield_now().await;
+                board.notify("k");
+                tokio::time::timeout(limit, second.released()).await
+            }
+        );
+        assert!(a.is_ok(), "the longest-waiting waiter was woken");
+        assert!(b.is_err(), "one release woke two waiters");
+        // The notice channel goes down: everyone is woken, and polls while it is down.
+        let (a, b, ()) = tokio::join!(
+            tokio::time::timeout(limit, first.released()),
+            tokio::time::timeout(limit, second.released()),
+            async {
+                tokio::task::yield_now().await;
+                board.set_healthy(false);
+            }
+        );
+        assert!(a.is_ok() && b.is_ok(), "an outage wakes every waiter");
+        assert!(!first.is_healthy() && !board.is_healthy());
+        board.set_healthy(true);
+        assert!(first.is_healthy());
+        assert_eq!(board.waiters("k"), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,8 +6,12 @@
 //! 2. Held, and time left: subscribe to release notices (if the backend has them) and try
 //!    again at once. From here on every attempt is made while subscribed, so a release
 //!    between an attempt and the following wait still wakes us (no lost wake-ups).
-//! 3. Sleep until a release notice, the next backoff step, the holder's remaining TTL, or the
-//!    deadline, whichever is first; then try again. The last attempt happens at the deadline.
+//! 3. Sleep until a release notice, the holder's remaining TTL, or the deadline, whichever is
+//!    first; then try again. A release wakes one waiter per process (see
+//!    [`crate::notice`]), so a waiter listening to healthy notices does not poll: idle, it
+//!    costs the server one attempt per holder TTL. Without notices (or while the backend says
+//!    they are down) it polls with jittered backoff, never sleeping past the holder's TTL.
+//!    The last attempt happens at the deadline.
 //!
 //! The deadline bounds the whole call: a subscription still unanswered at the deadline is
 //! abandoned there, and an attempt [`FINAL_ATTEMPT_GRACE`] after it (so that the attempt made
@@ -104,7 +108,7 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
         .unwrap_or(deadline);
     let token = Token::generate()?;
 
-    let mut notice: Option<ReleaseNotice> = None;
+    let mut notice: Option<Listening> = None;
     let mut subscribed = false;
     let mut unsettled = Unsettled::new(Arc::clone(&backend), &server_key, token, &key);
     let mut pauses = Pauses::new(locks.settings().retry, token);
@@ -126,6 +130,10 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
                 Err(_) => return gave_up(started, attempts, seen_held, backend.name(), timeout),
             }
         };
+        if let Some(listening) = notice.as_mut() {
+            // Answered: a wake-up that led here has been acted on.
+            listening.owes_attempt = false;
+        }
         let (error, holder_remaining) = match attempt {
             Ok(Attempt::Acquired { fence }) => {
                 unsettled.disarm();
@@ -170,21 +178,31 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
             // follows ends the call.
             notice = tokio::time::timeout_at(deadline, subscribe(backend.as_ref(), &server_key))
                 .await
-                .unwrap_or(Ok(None))?;
+                .unwrap_or(Ok(None))?
+                .map(|notice| Listening {
+                    notice,
+                    owes_attempt: false,
+                });
             if notice.is_some() {
                 // Try again at once: a release between the last attempt and the subscription
                 // sent its notice to nobody.
                 continue;
             }
         }
-        let mut pause = pauses.next().min(deadline - now);
-        if let Some(remaining) = holder_remaining {
-            pause = pause.min(remaining.max(MIN_PAUSE));
+        // Listening to healthy notices, a waiter is woken when its turn comes, so it sleeps
+        // until the holder's TTL would end the lock (a holder that died releases nothing):
+        // idle waiters cost the server one attempt per TTL each. Otherwise it polls.
+        let listening = error.is_none() && notice.as_ref().is_some_and(|l| l.notice.is_healthy());
+        let pause = match holder_remaining {
+            Some(remaining) if listening => remaining.max(MIN_PAUSE),
+            Some(remaining) => pauses.next().min(remaining.max(MIN_PAUSE)),
+            None => pauses.next(),
         }
+        .min(deadline - now);
         match notice.as_mut() {
-            Some(notice) => {
+            Some(listening) => {
                 tokio::select! {
-                    () = notice.released() => {}
+                    () = listening.notice.released() => listening.owes_attempt = true,
                     () = tokio::time::sleep(pause) => {}
                 }
             }
@@ -264,6 +282,22 @@ impl Drop for Unsettled {
     }
 }
 
+/// A waiter's subscription, and whether it was woken to try and has not had an answer yet:
+/// if the acquire ends then (cancelled, or at the deadline), the wake-up goes to the next
+/// waiter rather than being lost with this one.
+struct Listening {
+    notice: ReleaseNotice,
+    owes_attempt: bool,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if self.owes_attempt {
+            self.notice.pass_on();
+        }
+    }
+}
+
 /// Subscribes to release notices of `server_key`. An unreachable backend means polling
 /// instead, not failing: the attempts will report the outage if it lasts.
 async fn subscribe(backend: &dyn LockBackend, server_key: &str) -> Result<Option<ReleaseNotice>> {
@@ -315,6 +349,62 @@ impl Pauses {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Capabilities, Locks, MemoryBackend};
+
+    /// The memory backend, with attempts that take a while to be answered.
+    #[derive(Debug)]
+    struct SlowAttempts(MemoryBackend);
+
+    #[async_trait::async_trait]
+    impl LockBackend for SlowAttempts {
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0.capabilities()
+        }
+        async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.0.try_acquire(key, token, ttl).await
+        }
+        async fn release(&self, key: &str, token: &Token) -> Result<bool> {
+            self.0.release(key, token).await
+        }
+        async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
+            self.0.extend(key, token, ttl).await
+        }
+        async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
+            self.0.subscribe(key).await
+        }
+    }
+
+    /// A release wakes one waiter; cancelled before its attempt is answered, it must pass
+    /// the wake-up on, or the next waiter sleeps until the holder's TTL.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_woken_waiter_cancelled_mid_attempt_passes_its_wake_up_on() {
+        let locks = Locks::new(Arc::new(SlowAttempts(MemoryBackend::new())))
+            .expires(Duration::from_secs(60));
+        let holder = locks.lock("baton").acquire().await.unwrap();
+        let first = tokio::spawn({
+            let lock = locks.lock("baton").timeout(Duration::from_secs(30));
+            async move { lock.acquire().await.map(LockGuard::abandon) }
+        });
+        // The first waiter tries, subscribes, tries again and parks: it is first in line.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = tokio::spawn({
+            let lock = locks.lock("baton").timeout(Duration::from_secs(3));
+            async move { lock.acquire().await.map(LockGuard::abandon) }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        holder.release().await.unwrap();
+        // The first waiter is woken and is now in its (slow) attempt: cancel it there.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        first.abort();
+        second
+            .await
+            .unwrap()
+            .expect("the second waiter got the wake-up the first could not use");
+    }
 
     #[test]
     fn pauses_grow_with_jitter_and_stay_capped() {

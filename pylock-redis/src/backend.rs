@@ -59,6 +59,8 @@ struct AcquireItem {
     fence: String,
     token: String,
     ttl_ms: u64,
+    /// Set the lock marked as waited for: others of this process wait for it.
+    mark: bool,
 }
 
 impl Item for AcquireItem {
@@ -68,7 +70,8 @@ impl Item for AcquireItem {
         call.key(&self.lock)
             .key(&self.fence)
             .arg(&self.token)
-            .arg(self.ttl_ms);
+            .arg(self.ttl_ms)
+            .arg(if self.mark { "1" } else { "0" });
     }
 }
 
@@ -252,6 +255,7 @@ impl LockBackend for RedisBackend {
                 fence: fence_key(key),
                 token: token.to_hex(),
                 ttl_ms: millis(ttl),
+                mark: self.notices.is_waited(&notice_channel(key)),
             })
             .await;
         let [acquired, value] = integers(reply, "acquiring a lock", self.calls.server())?;
@@ -355,7 +359,12 @@ impl RedisBackend {
                     .key(key)
                     .arg(token.to_hex())
                     .arg(millis(ttl))
-                    .arg(millis(guard)),
+                    .arg(millis(guard))
+                    .arg(if self.notices.is_waited(&notice_channel(key)) {
+                        "1"
+                    } else {
+                        "0"
+                    }),
             )
             .await?;
         Ok(match reply.as_slice() {

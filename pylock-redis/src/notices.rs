@@ -8,9 +8,12 @@
 //!   [`STRIPES`] locks, chosen by the channel's hash), and an `UNSUBSCRIBE` is sent only if
 //!   the board shows no waiter at that moment: a waiter that arrives later sends its own
 //!   `SUBSCRIBE` after it, on the same connection, in order.
-//! - When the subscriber connection drops, the reader reconnects, subscribes again to every
-//!   waited channel, and then wakes all waiters, since releases during the outage were not
-//!   heard. Meanwhile waiters fall back to polling (the core's bounded backoff).
+//! - When the subscriber connection drops (or is discarded, below), the board is marked
+//!   unhealthy, which wakes every waiter and makes them poll (the core's bounded backoff)
+//!   instead of sleeping until the holder's TTL. The reader reconnects, subscribes again to
+//!   every waited channel, marks the board healthy and wakes all waiters, since releases
+//!   during the outage were not heard. A connection made afresh also subscribes every waited
+//!   channel before the board counts as healthy.
 //!
 //! Waiters of different locks never queue behind each other's network calls: the shared
 //! state is behind a plain mutex never held across an `.await`, and only waiters of the same
@@ -71,13 +74,15 @@ struct Subscriber {
 
 impl Subscriber {
     /// Forgets connection `generation` (if still current) and ends its reader: the next
-    /// subscription connects again.
-    fn discard(&mut self, generation: u64) {
-        if self.sink.as_ref().is_some_and(|(g, _)| *g == generation) {
+    /// subscription connects again. Whether it was current.
+    fn discard(&mut self, generation: u64) -> bool {
+        let current = self.sink.as_ref().is_some_and(|(g, _)| *g == generation);
+        if current {
             self.sink = None;
             self.active.clear();
             self.close = None;
         }
+        current
     }
 
     /// Makes `sink` the current connection; its generation.
@@ -107,7 +112,10 @@ impl InDoubt<'_> {
 impl Drop for InDoubt<'_> {
     fn drop(&mut self) {
         if !self.settled {
-            self.notices.state().discard(self.generation);
+            let discarded = self.notices.state().discard(self.generation);
+            if discarded {
+                self.notices.board.set_healthy(false);
+            }
         }
     }
 }
@@ -141,6 +149,12 @@ impl Notices {
     fn stripe(&self, channel: &str) -> &Mutex<()> {
         let index = usize::try_from(self.hasher.hash_one(channel) % STRIPES as u64).unwrap_or(0);
         &self.stripes[index]
+    }
+
+    /// Whether waiters of this process wait on `channel` now: a lock taken then is set
+    /// marked, so that its release is announced to them.
+    pub(crate) fn is_waited(&self, channel: &str) -> bool {
+        self.board.waiters(channel) > 0
     }
 
     /// Subscribes a waiter to `channel`; returns once the server has confirmed it.
@@ -191,10 +205,38 @@ impl Notices {
         if let Some(current) = self.state().sink.clone() {
             return Ok(current);
         }
-        let (sink, stream) = self.open().await?;
+        let (mut sink, stream) = self.open().await?;
+        // Every waiter of this process listens on this connection from now on, those whose
+        // subscription went with a discarded connection too.
+        let waited = self.board.waited_keys();
+        if !waited.is_empty() {
+            match tokio::time::timeout(self.timeout, sink.subscribe(&waited)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    return Err(from_redis(
+                        error,
+                        "subscribing to release notices",
+                        &self.server,
+                    ));
+                }
+                Err(_) => {
+                    return Err(timed_out(
+                        "subscribing to release notices",
+                        &self.server,
+                        self.timeout,
+                    ));
+                }
+            }
+        }
         let (close, closed) = watch::channel(());
-        let generation = self.state().install(sink.clone(), close);
+        let generation = {
+            let mut state = self.state();
+            let generation = state.install(sink.clone(), close);
+            state.active.extend(waited.iter().cloned());
+            generation
+        };
         tokio::spawn(read(Arc::downgrade(self), stream, closed, generation));
+        self.board.set_healthy(true);
         Ok((generation, sink))
     }
 
@@ -247,6 +289,7 @@ impl Notices {
             }
             state.discard(generation);
         }
+        self.board.set_healthy(false);
         let waited = self.board.waited_keys();
         let reconnected = match self.open().await {
             Ok((mut sink, stream)) => {
@@ -267,10 +310,13 @@ impl Notices {
             }
             Err(_) => Reconnect::Failed,
         };
+        if matches!(reconnected, Reconnect::Done(..)) {
+            self.board.set_healthy(true);
+        }
         // Connected or not, every waiter should try now rather than wait for a notice that
         // may have been lost.
         for channel in &waited {
-            self.board.notify(channel);
+            self.board.notify_all(channel);
         }
         reconnected
     }

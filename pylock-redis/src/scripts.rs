@@ -8,8 +8,9 @@ use std::sync::LazyLock;
 use redis::Script;
 
 /// Acquire, for one lock or a batch of them (see [`crate::coalesce`](crate)). KEYS: the lock
-/// and its fence counter, for each lock. ARGV: "1" to give fencing tokens, then the token and
-/// the TTL in ms for each lock. Replies two integers per lock, in order: `1, fence` or
+/// and its fence counter, for each lock. ARGV: "1" to give fencing tokens, then the token,
+/// the TTL in ms and "1" to mark the lock as waited for (others of the caller's process wait
+/// for it), for each lock. Replies two integers per lock, in order: `1, fence` or
 /// `0, pttl` (fence 0 when not fencing; pttl -1 for a key without TTL).
 ///
 /// One atomic `SET NX PX`. On success, the fence is the lock's counter plus one (`INCR`),
@@ -30,7 +31,9 @@ use redis::Script;
 /// in the same round trip.
 ///
 /// A failed attempt also marks the lock as waited for, by appending `+` to the holder's token
-/// (`APPEND` keeps the TTL): only then does its release publish a notice. Most releases have
+/// (`APPEND` keeps the TTL): only then does its release publish a notice. A release wakes one
+/// waiter per process; the one that gets the lock while others of its process still wait
+/// sets it marked (the mark argument), so that the next release is announced too. Most releases have
 /// no waiter, and `PUBLISH` (on a cluster, sent to every node) is a good part of a release's
 /// cost. A waiter subscribes before the attempt that marks, so it hears the release.
 ///
@@ -42,8 +45,13 @@ pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
 local replies = {}
 local fencing = ARGV[1] == '1'
 for i = 1, #KEYS / 2 do
-  local lock, fence, token, ttl = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i], ARGV[2 * i + 1]
-  if redis.call('SET', lock, token, 'NX', 'PX', ttl) then
+  local lock, fence = KEYS[2 * i - 1], KEYS[2 * i]
+  local token, ttl, mark = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  local value = token
+  if mark == '1' then
+    value = token .. '+'
+  end
+  if redis.call('SET', lock, value, 'NX', 'PX', ttl) then
     local given = 0
     if fencing then
       given = redis.call('INCR', fence)
@@ -79,7 +87,7 @@ return replies
 });
 
 /// Acquire on a Redlock node that guards against its own restarts. KEYS: the lock. ARGV:
-/// token, TTL in ms, guard in ms. Replies `{1, 0}` (acquired), `{0, pttl}` (held), or
+/// token, TTL in ms, guard in ms, "1" to mark the lock as waited for. Replies `{1, 0}` (acquired), `{0, pttl}` (held), or
 /// `{0, ms}` with a third element `1` while the node is under its restart guard.
 ///
 /// A node that restarted lost its locks (unless it persists every write), and until the
@@ -105,7 +113,11 @@ if not holder then
   if guarded > 0 then
     return {0, guarded, 1}
   end
-  redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+  if ARGV[4] == '1' then
+    redis.call('SET', KEYS[1], token .. '+', 'PX', ARGV[2])
+  else
+    redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+  end
   return {1, 0}
 end
 if holder == token or holder == token .. '+' then

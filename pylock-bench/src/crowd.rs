@@ -1,0 +1,202 @@
+//! The `crowd` scenario: many waiters on one lock. What it costs the server while they wait
+//! and per hand-off, how long each waits, and whether they are served in order.
+//!
+//! 1. A holder takes the lock; `waiters` tasks start acquiring it, one after the other (the
+//!    order they started in is their request order), with a 5-minute timeout.
+//! 2. Once all wait, the server's command count over [`IDLE_WINDOW`] gives the idle cost.
+//! 3. The holder releases; each waiter in turn holds the lock for `hold` and releases. The
+//!    server's commands from the first release to the last, divided by the acquisitions, give
+//!    the cost per hand-off; a hand-off's latency is from the start of a release to the
+//!    return of the next acquire; a waiter's wait is counted from the first release (or from
+//!    when it asked, if later), so that the ideal longest wait is `waiters` × `hold`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use pylock::{Error, Locks};
+use redis::aio::ConnectionManager;
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::stats::Samples;
+
+/// How long the idle cost is measured.
+const IDLE_WINDOW: Duration = Duration::from_secs(2);
+/// Each waiter's timeout: no waiter should ever reach it.
+const WAIT_LIMIT: Duration = Duration::from_secs(300);
+/// The lock's TTL, longer than the idle phase so that it does not end by itself.
+const TTL: Duration = Duration::from_secs(10);
+
+/// What one crowd run measured.
+#[derive(Debug, Clone)]
+pub(crate) struct Crowd {
+    pub(crate) waiters: usize,
+    pub(crate) acquisitions: u64,
+    pub(crate) timeouts: u64,
+    pub(crate) errors: u64,
+    /// Server commands per acquisition during the hand-offs (Redis only).
+    pub(crate) server_cmds_per_handoff: Option<f64>,
+    /// Server commands per second while everyone waits on a held lock (Redis only).
+    pub(crate) idle_cmds_per_s: Option<f64>,
+    pub(crate) handoffs: Samples,
+    pub(crate) waits: Samples,
+    /// Acquisitions by a waiter that started waiting after one that was still waiting.
+    pub(crate) fifo_violations: u64,
+}
+
+/// One acquisition: when its waiter started, and when it got and gave back the lock.
+struct Turn {
+    requested: u64,
+    asked_at: Instant,
+    acquired_at: Instant,
+    released_at: Instant,
+}
+
+/// Runs the scenario; `meter` counts the server's commands (Redis).
+pub(crate) async fn crowd(
+    locks: &Locks,
+    waiters: usize,
+    hold: Duration,
+    mut meter: Option<ConnectionManager>,
+) -> Crowd {
+    let key = "crowd";
+    let holder = locks
+        .lock(key)
+        .expires(TTL)
+        .acquire()
+        .await
+        .expect("the first holder");
+    let turns: Arc<Mutex<Vec<Turn>>> = Arc::default();
+    let order = Arc::new(AtomicU64::new(0));
+    let waiting = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::with_capacity(waiters);
+    for _ in 0..waiters {
+        let lock = locks.lock(key).expires(TTL).timeout(WAIT_LIMIT);
+        let (turns, order, waiting) =
+            (Arc::clone(&turns), Arc::clone(&order), Arc::clone(&waiting));
+        tasks.push(tokio::spawn(async move {
+            let requested = order.fetch_add(1, Ordering::SeqCst);
+            let asked_at = Instant::now();
+            waiting.fetch_add(1, Ordering::SeqCst);
+            let guard = lock.acquire().await?;
+            let acquired_at = Instant::now();
+            // The work under the lock, timed exactly (a timer would round it up to its tick).
+            std::thread::sleep(hold);
+            let released_at = Instant::now();
+            guard.release().await?;
+            turns.lock().await.push(Turn {
+                requested,
+                asked_at,
+                acquired_at,
+                released_at,
+            });
+            Ok::<(), Error>(())
+        }));
+        // One at a time, so that the request order is the order they start waiting in.
+        tokio::task::yield_now().await;
+    }
+    // Let every waiter make its first attempt and subscribe.
+    while waiting.load(Ordering::SeqCst) < waiters as u64 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let idle_from = commands(meter.as_mut()).await;
+    let idle_started = Instant::now();
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle_to = commands(meter.as_mut()).await;
+    let idle_cmds_per_s = per(idle_from, idle_to, idle_started.elapsed().as_secs_f64());
+
+    let first_release = Instant::now();
+    let handoff_from = commands(meter.as_mut()).await;
+    holder.release().await.expect("the first holder's release");
+    let (mut timeouts, mut errors) = (0, 0);
+    for task in tasks {
+        match task.await.expect("waiter task") {
+            Ok(()) => {}
+            Err(Error::Timeout { .. }) => timeouts += 1,
+            Err(error) => {
+                eprintln!("crowd waiter: {error}");
+                errors += 1;
+            }
+        }
+    }
+    let handoff_to = commands(meter.as_mut()).await;
+
+    let mut turns = std::mem::take(&mut *turns.lock().await);
+    turns.sort_by_key(|turn| turn.acquired_at);
+    let acquisitions = turns.len() as u64;
+    let mut handoffs = Samples::default();
+    let mut waits = Samples::default();
+    let mut fifo_violations = 0;
+    let mut previous_release = first_release;
+    let mut earliest_unserved = 0u64;
+    let mut served = vec![false; waiters];
+    for turn in &turns {
+        handoffs.push(turn.acquired_at.saturating_duration_since(previous_release));
+        // From when the lock first became free: the idle phase is not a wait for a turn.
+        waits.push(turn.acquired_at - turn.asked_at.max(first_release));
+        previous_release = turn.released_at;
+        // Someone who asked earlier was still waiting: served out of order.
+        if turn.requested > earliest_unserved {
+            fifo_violations += 1;
+        }
+        if let Some(slot) = served.get_mut(turn.requested as usize) {
+            *slot = true;
+        }
+        while served.get(earliest_unserved as usize) == Some(&true) {
+            earliest_unserved += 1;
+        }
+    }
+    handoffs.operations = acquisitions;
+    handoffs.elapsed = first_release.elapsed();
+    Crowd {
+        waiters,
+        acquisitions,
+        timeouts,
+        errors,
+        server_cmds_per_handoff: match (handoff_from, handoff_to) {
+            (Some(from), Some(to)) if acquisitions > 0 => {
+                Some(between(from, to) as f64 / acquisitions as f64)
+            }
+            _ => None,
+        },
+        idle_cmds_per_s,
+        handoffs,
+        waits,
+        fifo_violations,
+    }
+}
+
+fn per(from: Option<u64>, to: Option<u64>, seconds: f64) -> Option<f64> {
+    match (from, to) {
+        (Some(from), Some(to)) if seconds > 0.0 => Some(between(from, to) as f64 / seconds),
+        _ => None,
+    }
+}
+
+/// The commands run between two readings of [`commands`], the first reading's `INFO` not
+/// counted.
+fn between(from: u64, to: u64) -> u64 {
+    to.saturating_sub(from).saturating_sub(1)
+}
+
+/// All commands the server has run so far (`INFO commandstats`; the `INFO` itself is
+/// counted from the next reading on).
+async fn commands(meter: Option<&mut ConnectionManager>) -> Option<u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(meter?)
+        .await
+        .ok()?;
+    let calls = info
+        .lines()
+        .filter(|line| line.starts_with("cmdstat_"))
+        .filter_map(|line| {
+            let calls = line.split("calls=").nth(1)?;
+            calls.split(',').next()?.parse::<u64>().ok()
+        })
+        .sum::<u64>();
+    Some(calls)
+}
