@@ -32,6 +32,7 @@ const TTL: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub(crate) struct Crowd {
     pub(crate) waiters: usize,
+    pub(crate) fair: bool,
     pub(crate) acquisitions: u64,
     pub(crate) timeouts: u64,
     pub(crate) errors: u64,
@@ -58,6 +59,7 @@ pub(crate) async fn crowd(
     locks: &Locks,
     waiters: usize,
     hold: Duration,
+    fair: bool,
     mut meter: Option<ConnectionManager>,
 ) -> Crowd {
     let key = "crowd";
@@ -72,7 +74,10 @@ pub(crate) async fn crowd(
     let waiting = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(waiters);
     for _ in 0..waiters {
-        let lock = locks.lock(key).expires(TTL).timeout(WAIT_LIMIT);
+        let mut lock = locks.lock(key).expires(TTL).timeout(WAIT_LIMIT);
+        if fair {
+            lock = lock.fair();
+        }
         let (turns, order, waiting) =
             (Arc::clone(&turns), Arc::clone(&order), Arc::clone(&waiting));
         tasks.push(tokio::spawn(async move {
@@ -153,6 +158,7 @@ pub(crate) async fn crowd(
     handoffs.elapsed = first_release.elapsed();
     Crowd {
         waiters,
+        fair,
         acquisitions,
         timeouts,
         errors,

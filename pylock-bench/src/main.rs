@@ -77,6 +77,9 @@ struct Args {
     /// How long each crowd waiter holds the lock, in milliseconds.
     #[arg(long, default_value_t = 1)]
     hold_ms: u64,
+    /// Crowd waiters ask for a fair lock (first come, first served).
+    #[arg(long)]
+    fair: bool,
     /// Run only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
@@ -284,7 +287,8 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
     let crowd = if wanted("crowd") {
         let meter = pinger.as_ref().and_then(Pinger::redis_connection);
         let waiters = args.waiters.unwrap_or(1000);
-        Some(crowd::crowd(&locks, waiters, Duration::from_millis(args.hold_ms), meter).await)
+        let hold = Duration::from_millis(args.hold_ms);
+        Some(crowd::crowd(&locks, waiters, hold, args.fair, meter).await)
     } else {
         None
     };
@@ -321,9 +325,10 @@ fn floor_rtt_us(row: &Row, baseline: &Baseline) -> Option<f64> {
 fn crowd_json(backend: &str, url: &str, crowd: &crowd::Crowd, baseline: &Baseline) -> String {
     let (mut handoffs, mut waits) = (crowd.handoffs.clone(), crowd.waits.clone());
     format!(
-        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"crowd\",\"waiters\":{},\"fair\":false,\"acquisitions\":{},\"server_cmds_per_handoff\":{},\"idle_cmds_per_s\":{},\"handoff_p50_us\":{},\"handoff_p99_us\":{},\"wait_p99_ms\":{},\"wait_max_ms\":{},\"fifo_violations\":{},\"timeouts\":{},\"errors\":{},\"baseline_rtt_us\":{}}}",
+        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"crowd\",\"waiters\":{},\"fair\":{},\"acquisitions\":{},\"server_cmds_per_handoff\":{},\"idle_cmds_per_s\":{},\"handoff_p50_us\":{},\"handoff_p99_us\":{},\"wait_p99_ms\":{},\"wait_max_ms\":{},\"fifo_violations\":{},\"timeouts\":{},\"errors\":{},\"baseline_rtt_us\":{}}}",
         pylock::url::redact_url(url),
         crowd.waiters,
+        crowd.fair,
         crowd.acquisitions,
         number(crowd.server_cmds_per_handoff),
         number(crowd.idle_cmds_per_s),
@@ -347,7 +352,8 @@ fn crowd_table(crowd: &crowd::Crowd, baseline: &Baseline) {
         .map(|rtt| format!(" ({:.2} x async round trip)", p50 / rtt))
         .unwrap_or_default();
     println!(
-        "crowd: {} waiters, {} acquisitions, {} timeouts, {} errors | hand-off p50 {p50:.1} us{ratio}, p99 {:.1} us | wait p99 {:.1} ms, max {:.1} ms | out of order {}",
+        "crowd{}: {} waiters, {} acquisitions, {} timeouts, {} errors | hand-off p50 {p50:.1} us{ratio}, p99 {:.1} us | wait p99 {:.1} ms, max {:.1} ms | out of order {}",
+        if crowd.fair { " (fair)" } else { "" },
         crowd.waiters,
         crowd.acquisitions,
         crowd.timeouts,

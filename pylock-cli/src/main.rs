@@ -72,6 +72,10 @@ enum Command {
         /// One attempt, no waiting: the same as --timeout 0 (like `flock -n`).
         #[arg(long, short = 'n', conflicts_with = "timeout")]
         nonblock: bool,
+        /// First come, first served: hosts waiting for the lock get it in the order they
+        /// started waiting (all users of the lock must ask for it).
+        #[arg(long)]
+        fair: bool,
         /// Exit code when the lock was not had within the timeout (like `flock -E`).
         #[arg(long, short = 'E', default_value_t = code::TIMEOUT)]
         conflict_exit_code: u8,
@@ -151,6 +155,7 @@ async fn main_result(cli: Cli) -> Result<u8, Failure> {
             signal,
             grace,
             nonblock,
+            fair,
             conflict_exit_code,
             key,
             command,
@@ -167,6 +172,9 @@ async fn main_result(cli: Cli) -> Result<u8, Failure> {
                 .auto_renew();
             if let Some(max_hold) = max_hold {
                 lock = lock.max_hold(seconds("max-hold", max_hold)?);
+            }
+            if fair {
+                lock = lock.fair();
             }
             RunCommand {
                 lock,

@@ -85,6 +85,9 @@ pub struct Capabilities {
     /// estimate: see [`validity`](Self::validity). Zero for a single server, whose own clock
     /// alone decides.
     pub drift_ppm: u32,
+    /// Whether [`LockBackend::try_acquire_fair`] keeps a first-come, first-served queue, so
+    /// that [`Lock::fair`](crate::Lock::fair) works.
+    pub fair: bool,
 }
 
 impl Default for Capabilities {
@@ -99,6 +102,7 @@ impl Default for Capabilities {
             max_key_len: None,
             inspection: false,
             drift_ppm: 0,
+            fair: false,
         }
     }
 }
@@ -143,6 +147,12 @@ impl Capabilities {
     /// Sets [`inspection`](Self::inspection).
     pub const fn with_inspection(mut self, inspection: bool) -> Self {
         self.inspection = inspection;
+        self
+    }
+
+    /// Sets [`fair`](Self::fair).
+    pub const fn with_fair(mut self, fair: bool) -> Self {
+        self.fair = fair;
         self
     }
 
@@ -221,6 +231,57 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         let _ = key;
         Ok(None)
+    }
+
+    /// One attempt of a fair acquire, atomic on the server: `key`'s waiters are served first
+    /// come, first served. The attempt puts `token` in `key`'s queue (or keeps its place, and
+    /// counts as a sign of life), drops waiters not heard from for longer than their
+    /// `patience`, and takes the lock only if it is free and `token` is first in line. A
+    /// lock found free while another waiter is first is announced to that waiter (a
+    /// [`NoticeBoard::notify_waiter`](crate::NoticeBoard::notify_waiter) of its token);
+    /// a release announces itself to the first in line the same way. Taking the lock leaves
+    /// the queue. The core calls it again at least every third of `patience` while it
+    /// waits. Backends that claim [`Capabilities::fair`] implement it; the default says
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn try_acquire_fair(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+        patience: Duration,
+    ) -> Result<Attempt> {
+        let _ = (key, token, ttl, patience);
+        Err(crate::Error::Unsupported {
+            backend: self.name(),
+            operation: "keep fair locks",
+        })
+    }
+
+    /// Takes `token` out of `key`'s queue (a fair waiter that gave up or was cancelled) and,
+    /// if the lock is free, tells the next in line. The default does nothing.
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn leave_queue(&self, key: &str, token: &Token) -> Result<()> {
+        let _ = (key, token);
+        Ok(())
+    }
+
+    /// Like [`subscribe`](Self::subscribe), for a fair waiter: the notice fires when a
+    /// release or a free lock is announced to `token` in particular (and on the backend's
+    /// wake-ups of all waiters). The default is [`subscribe`](Self::subscribe).
+    ///
+    /// # Errors
+    ///
+    /// As for [`try_acquire`](Self::try_acquire).
+    async fn subscribe_waiter(&self, key: &str, token: &Token) -> Result<Option<ReleaseNotice>> {
+        let _ = token;
+        self.subscribe(key).await
     }
 
     /// Who holds `key` now, if anybody: for operators, never for deciding who may enter (the

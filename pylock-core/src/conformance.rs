@@ -85,6 +85,10 @@ fn needs_inspection(caps: &Capabilities) -> Option<&'static str> {
     needs_exclusive(caps).or((!caps.inspection).then_some("the backend cannot inspect locks"))
 }
 
+fn needs_fairness(caps: &Capabilities) -> Option<&'static str> {
+    needs_notifications(caps).or((!caps.fair).then_some("the backend keeps no fair queue"))
+}
+
 fn needs_fencing(caps: &Capabilities) -> Option<&'static str> {
     needs_exclusive(caps).or((!caps.fencing).then_some("the backend gives no fencing tokens"))
 }
@@ -124,6 +128,9 @@ checks! {
     auto_renewal_keeps_the_lock: needs_exclusive,
     hold_bound_ends_a_stuck_holder: needs_exclusive,
     inspect_and_force_release: needs_inspection,
+    fair_waiters_take_turns_in_the_order_they_came: needs_fairness,
+    a_fair_waiter_that_gives_up_leaves_the_queue_at_once: needs_fairness,
+    a_fair_waiter_never_heard_from_again_is_skipped: needs_fairness,
 }
 
 /// Runs every check that applies to `backend`; panics at the first failure.
@@ -902,4 +909,130 @@ pub async fn inspect_and_force_release(backend: Arc<dyn LockBackend>) {
         !lock.force_release().await.expect("force"),
         "nothing left to release"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fair locks
+
+/// Fair waiters get the lock in the order they started waiting, and a fair newcomer that
+/// keeps trying cannot jump the queue, however often and however fast it tries.
+pub async fn fair_waiters_take_turns_in_the_order_they_came(backend: Arc<dyn LockBackend>) {
+    const WAITERS: usize = 6;
+    let locks = client(&backend);
+    let holder = must_acquire(&locks.lock("fair")).await;
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..WAITERS {
+        let lock = locks.lock("fair").fair();
+        let order = Arc::clone(&order);
+        waiters.push(tokio::spawn(async move {
+            let guard = must_acquire(&lock).await;
+            order.lock().unwrap_or_else(PoisonError::into_inner).push(i);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            guard.release().await.expect("release");
+        }));
+        // In line one after the other.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A newcomer trying as fast as it can, fair too: it must wait for everyone in line.
+    let barger = {
+        let lock = locks.lock("fair").fair();
+        let order = Arc::clone(&order);
+        tokio::spawn(async move {
+            loop {
+                match lock.try_acquire().await {
+                    Ok(Some(guard)) => {
+                        order
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push(WAITERS);
+                        guard.release().await.expect("release");
+                        return;
+                    }
+                    Ok(None) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    Err(error) => panic!("try_acquire: {error}"),
+                }
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    holder.release().await.expect("release");
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    let served = order.lock().unwrap_or_else(PoisonError::into_inner).clone();
+    assert_eq!(
+        served[..WAITERS],
+        (0..WAITERS).collect::<Vec<_>>()[..],
+        "fair waiters served out of order (the newcomer is {WAITERS}): {served:?}"
+    );
+    barger.await.expect("the newcomer got its turn at the end");
+}
+
+/// A fair waiter that times out or is cancelled leaves the queue then and there: the next
+/// in line gets the lock at the release, not after the leaver's patience (set here to far
+/// longer than the check).
+pub async fn a_fair_waiter_that_gives_up_leaves_the_queue_at_once(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let patience = Duration::from_secs(120);
+    let holder = must_acquire(&locks.lock("leaver")).await;
+    let quitter = locks
+        .lock("leaver")
+        .fair_patience(patience)
+        .timeout(Duration::from_millis(300));
+    let cancelled = tokio::spawn({
+        let lock = locks.lock("leaver").fair_patience(patience);
+        async move { lock.acquire().await.map(LockGuard::abandon) }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(matches!(
+        quitter.acquire().await,
+        Err(Error::Timeout { .. })
+    ));
+    cancelled.abort();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let stayer = tokio::spawn({
+        let lock = locks
+            .lock("leaver")
+            .fair_patience(patience)
+            .timeout(Duration::from_secs(10));
+        async move { lock.acquire().await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    holder.release().await.expect("release");
+    let guard = stayer
+        .await
+        .expect("task")
+        .expect("the waiters who left were skipped at once, not after their patience");
+    guard.release().await.expect("release");
+}
+
+/// A fair waiter that joined the queue and was never heard from again (its process died)
+/// is skipped once its patience has passed: the queue does not stop for good.
+pub async fn a_fair_waiter_never_heard_from_again_is_skipped(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let patience = Duration::from_millis(600);
+    let holder = must_acquire(&locks.lock("ghost")).await;
+    let server_key = holder.server_key().to_owned();
+    // A waiter that tries once, then dies without a word.
+    let ghost = Token::generate().expect("token");
+    let attempt = backend
+        .try_acquire_fair(&server_key, &ghost, Duration::from_secs(30), patience)
+        .await
+        .expect("the ghost's attempt");
+    assert!(matches!(attempt, Attempt::Held { .. }), "{attempt:?}");
+    let living = tokio::spawn({
+        let lock = locks
+            .lock("ghost")
+            .fair_patience(patience)
+            .timeout(Duration::from_secs(20));
+        async move { lock.acquire().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.release().await.expect("release");
+    let guard = living
+        .await
+        .expect("task")
+        .expect("the waiter behind a dead one got the lock once the dead one's patience passed");
+    guard.release().await.expect("release");
 }

@@ -178,7 +178,7 @@ pub use backend::{Attempt, Capabilities, Holder, LockBackend};
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
 pub use hold::LostReason;
-pub use lock::{DEFAULT_URL, Lock, Locks, MAX_EXPIRES, URL_ENV};
+pub use lock::{DEFAULT_FAIR_PATIENCE, DEFAULT_URL, Lock, Locks, MAX_EXPIRES, URL_ENV};
 pub use memory::MemoryBackend;
 pub use notice::{IdleHook, NoticeBoard, ReleaseNotice};
 pub use registry::{Factory, Registry};

@@ -167,7 +167,14 @@ pub struct Lock {
     key_prefix: Option<String>,
     auto_renew: bool,
     max_hold: Option<Duration>,
+    /// `Some(patience)`: first come, first served.
+    fair: Option<Duration>,
 }
+
+/// How long a fair waiter keeps its place in the queue without a sign of life, unless
+/// [`Lock::fair_patience`] says otherwise. It signs every third of it while it waits; a
+/// waiter that died (its process killed, its runtime gone) is skipped once this has passed.
+pub const DEFAULT_FAIR_PATIENCE: Duration = Duration::from_secs(15);
 
 /// Everything an acquire needs, validated.
 #[derive(Debug)]
@@ -178,6 +185,8 @@ pub(crate) struct Request {
     pub(crate) expires: Duration,
     pub(crate) timeout: Duration,
     pub(crate) renewal: Option<Renewal>,
+    /// `Some(patience)` for a fair acquire.
+    pub(crate) fair: Option<Duration>,
 }
 
 impl Lock {
@@ -204,6 +213,7 @@ impl Lock {
             key_prefix: None,
             auto_renew: false,
             max_hold: None,
+            fair: None,
         }
     }
 
@@ -260,6 +270,59 @@ impl Lock {
     /// lost.
     pub fn max_hold(mut self, max_hold: Duration) -> Self {
         self.max_hold = Some(max_hold);
+        self
+    }
+
+    /// First come, first served: waiters get the lock in the order they started waiting,
+    /// across processes, instead of whoever tries first after a release. A waiter that gives
+    /// up or is cancelled leaves the queue at once; one that died is skipped after
+    /// [`DEFAULT_FAIR_PATIENCE`] (see [`fair_patience`](Self::fair_patience)). The lock still
+    /// expires with its holder. A lock is fair only if all its users ask for it; backends
+    /// without a queue ([`Capabilities::fair`](crate::Capabilities::fair) false) refuse with
+    /// [`Error::Unsupported`].
+    ///
+    /// The cost: each waiter signs of life every third of the patience while it waits (one
+    /// script call), and a hand-off takes a few more commands than without (measured in
+    /// `docs/BENCHMARKS.md`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> pylock_core::Result<()> {
+    /// use std::time::Duration;
+    /// use pylock_core::Locks;
+    ///
+    /// let locks = Locks::connect("memory://")?;
+    /// let holder = locks.lock("queue").acquire().await?;
+    /// let mut turns = Vec::new();
+    /// for name in ["first", "second", "third"] {
+    ///     let lock = locks.lock("queue").fair();
+    ///     turns.push(tokio::spawn(async move {
+    ///         let guard = lock.acquire().await?;
+    ///         guard.release().await?;
+    ///         Ok::<_, pylock_core::Error>(name)
+    ///     }));
+    ///     tokio::time::sleep(Duration::from_millis(20)).await; // each starts waiting in turn
+    /// }
+    /// holder.release().await?;
+    /// let mut order = Vec::new();
+    /// for turn in turns {
+    ///     order.push(turn.await.unwrap()?);
+    /// }
+    /// // Each released before the next could take it, in the order they came.
+    /// assert_eq!(order, ["first", "second", "third"]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn fair(mut self) -> Self {
+        self.fair = Some(self.fair.unwrap_or(DEFAULT_FAIR_PATIENCE));
+        self
+    }
+
+    /// Fair (see [`fair`](Self::fair)), with a waiter that died skipped after `patience`
+    /// rather than [`DEFAULT_FAIR_PATIENCE`]. Shorter means a dead waiter holds up the queue
+    /// less, and live waiters sign of life more often.
+    pub fn fair_patience(mut self, patience: Duration) -> Self {
+        self.fair = Some(patience);
         self
     }
 
@@ -449,12 +512,22 @@ impl Lock {
             ttl: expires,
             max_hold: self.max_hold,
         });
+        if let Some(patience) = self.fair {
+            if !capabilities.fair {
+                return Err(Error::Unsupported {
+                    backend: locks.backend().name(),
+                    operation: "keep fair locks (Lock::fair)",
+                });
+            }
+            check_ttl("fair_patience", patience, locks.backend().as_ref())?;
+        }
         Ok(Request {
             key: self.key.clone(),
             server_key,
             expires,
             timeout,
             renewal,
+            fair: self.fair,
             locks,
         })
     }

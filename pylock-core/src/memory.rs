@@ -9,7 +9,7 @@
 //! - `memory://<name>` is a separate named store, also process-wide (handy to isolate tests).
 //! - [`MemoryBackend::new`] makes a private store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -44,6 +44,15 @@ struct State {
     /// strictly increasing without remembering keys after release.
     last_fence: u64,
     acquisitions_since_sweep: usize,
+    /// The fair waiters of each key, first in line first, with when each was last heard from
+    /// and its patience.
+    queues: HashMap<String, VecDeque<Queued>>,
+}
+
+#[derive(Debug)]
+struct Queued {
+    token: Token,
+    lapses_at: Instant,
 }
 
 #[derive(Debug)]
@@ -67,6 +76,15 @@ impl MemoryBackend {
         Arc::clone(stores.entry(name.to_owned()).or_default())
     }
 
+    /// Tells `key`'s waiters it is free: the first in line of its queue, if it has one,
+    /// otherwise one waiter.
+    fn announce_release(&self, key: &str, first_in_line: Option<Token>) {
+        match first_in_line {
+            Some(first) => self.notices.notify_waiter(key, &first.to_hex()),
+            None => self.notices.notify(key),
+        };
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         // Every update below is a single map operation, so a panic elsewhere cannot leave the
         // state half-changed; keep serving after one.
@@ -81,6 +99,45 @@ impl State {
             self.holders.remove(key);
         }
         self.holders.get_mut(key)
+    }
+
+    /// The first live waiter of `key`'s queue, dropping those that lapsed.
+    fn first_in_line(&mut self, key: &str, now: Instant) -> Option<Token> {
+        let queue = self.queues.get_mut(key)?;
+        while queue.front().is_some_and(|waiter| waiter.lapses_at <= now) {
+            queue.pop_front();
+        }
+        let first = queue.front().map(|waiter| waiter.token);
+        if queue.is_empty() {
+            self.queues.remove(key);
+        }
+        first
+    }
+
+    /// Takes `token` out of `key`'s queue.
+    fn leave_queue(&mut self, key: &str, token: &Token) {
+        if let Some(queue) = self.queues.get_mut(key) {
+            queue.retain(|waiter| waiter.token != *token);
+            if queue.is_empty() {
+                self.queues.remove(key);
+            }
+        }
+    }
+
+    /// Gives `key` to `token` until `now + ttl`; its fence.
+    fn grant(&mut self, key: &str, token: &Token, ttl: Duration, now: Instant) -> u64 {
+        self.sweep_now_and_then(now);
+        self.last_fence += 1;
+        let fence = self.last_fence;
+        self.holders.insert(
+            key.to_owned(),
+            Entry {
+                token: *token,
+                fence,
+                expires_at: now + ttl,
+            },
+        );
+        fence
     }
 
     fn sweep_now_and_then(&mut self, now: Instant) {
@@ -104,6 +161,7 @@ impl LockBackend for MemoryBackend {
             .with_notifications(true)
             .with_inspection(true)
             .with_ttl_granularity(Duration::from_nanos(1))
+            .with_fair(true)
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
@@ -121,31 +179,91 @@ impl LockBackend for MemoryBackend {
                 fence: Some(holder.fence),
             });
         }
-        state.sweep_now_and_then(now);
-        state.last_fence += 1;
-        let fence = state.last_fence;
-        state.holders.insert(
-            key.to_owned(),
-            Entry {
-                token: *token,
-                fence,
-                expires_at: now + ttl,
-            },
-        );
+        let fence = state.grant(key, token, ttl, now);
         Ok(Attempt::Acquired { fence: Some(fence) })
+    }
+
+    async fn try_acquire_fair(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+        patience: Duration,
+    ) -> Result<Attempt> {
+        let now = Instant::now();
+        let mut state = self.state();
+        if let Some(holder) = state.live_holder(key, now)
+            && holder.token == *token
+        {
+            holder.expires_at = now + ttl;
+            let fence = holder.fence;
+            state.leave_queue(key, token);
+            return Ok(Attempt::Acquired { fence: Some(fence) });
+        }
+        // Join the queue, or keep our place: this attempt is a sign of life.
+        let queue = state.queues.entry(key.to_owned()).or_default();
+        match queue.iter_mut().find(|waiter| waiter.token == *token) {
+            Some(waiter) => waiter.lapses_at = now + patience,
+            None => queue.push_back(Queued {
+                token: *token,
+                lapses_at: now + patience,
+            }),
+        }
+        let first = state.first_in_line(key, now);
+        if let Some(holder) = state.live_holder(key, now) {
+            return Ok(Attempt::Held {
+                remaining: Some(holder.expires_at - now),
+            });
+        }
+        match first {
+            Some(first) if first == *token => {
+                state.leave_queue(key, token);
+                let fence = state.grant(key, token, ttl, now);
+                Ok(Attempt::Acquired { fence: Some(fence) })
+            }
+            // Free, and someone else's turn: make sure it knows.
+            first => {
+                drop(state);
+                if let Some(first) = first {
+                    self.notices.notify_waiter(key, &first.to_hex());
+                }
+                Ok(Attempt::Held { remaining: None })
+            }
+        }
+    }
+
+    async fn leave_queue(&self, key: &str, token: &Token) -> Result<()> {
+        let now = Instant::now();
+        let next = {
+            let mut state = self.state();
+            state.leave_queue(key, token);
+            match state.live_holder(key, now) {
+                Some(_) => None,
+                None => state.first_in_line(key, now),
+            }
+        };
+        if let Some(next) = next {
+            self.notices.notify_waiter(key, &next.to_hex());
+        }
+        Ok(())
+    }
+
+    async fn subscribe_waiter(&self, key: &str, token: &Token) -> Result<Option<ReleaseNotice>> {
+        Ok(Some(self.notices.subscribe_waiter(key, token).0))
     }
 
     async fn release(&self, key: &str, token: &Token) -> Result<bool> {
         let now = Instant::now();
-        let released = {
+        let (released, next) = {
             let mut state = self.state();
-            match state.live_holder(key, now) {
+            let released = match state.live_holder(key, now) {
                 Some(holder) if holder.token == *token => state.holders.remove(key).is_some(),
                 _ => false,
-            }
+            };
+            (released, state.first_in_line(key, now))
         };
         if released {
-            self.notices.notify(key);
+            self.announce_release(key, next);
         }
         Ok(released)
     }
@@ -176,12 +294,14 @@ impl LockBackend for MemoryBackend {
 
     async fn force_release(&self, key: &str) -> Result<bool> {
         let now = Instant::now();
-        let released = {
+        let (released, next) = {
             let mut state = self.state();
-            state.live_holder(key, now).is_some() && state.holders.remove(key).is_some()
+            let released =
+                state.live_holder(key, now).is_some() && state.holders.remove(key).is_some();
+            (released, state.first_in_line(key, now))
         };
         if released {
-            self.notices.notify(key);
+            self.announce_release(key, next);
         }
         Ok(released)
     }

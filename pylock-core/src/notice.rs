@@ -26,6 +26,8 @@ use std::task::Poll;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
+use crate::token::Token;
+
 /// Called with a key when its last waiter goes away, so a backend can drop its server-side
 /// subscription (e.g. Redis `UNSUBSCRIBE`).
 pub type IdleHook = Box<dyn Fn(&str) + Send + Sync>;
@@ -48,7 +50,10 @@ struct Inner {
 }
 
 struct Channel {
+    /// Wakes the waiters that take whoever comes (not fair).
     wake: Arc<Notify>,
+    /// The fair waiters, each woken on its own, by the token (hex) it waits with.
+    personal: HashMap<String, Arc<Notify>>,
     waiters: usize,
 }
 
@@ -83,20 +88,42 @@ impl NoticeBoard {
     /// that happen after this call returns. The flag is `true` when this is the key's only
     /// waiter, i.e. the backend may need to start a server-side subscription.
     pub fn subscribe(&self, key: &str) -> (ReleaseNotice, bool) {
+        self.join(key, None)
+    }
+
+    /// Registers a fair waiter for `key`, woken by [`notify_waiter`](Self::notify_waiter)
+    /// with its token (and by [`notify_all`](Self::notify_all)), not by
+    /// [`notify`](Self::notify). The flag is as for [`subscribe`](Self::subscribe).
+    pub fn subscribe_waiter(&self, key: &str, token: &Token) -> (ReleaseNotice, bool) {
+        self.join(key, Some(token.to_hex()))
+    }
+
+    fn join(&self, key: &str, token: Option<String>) -> (ReleaseNotice, bool) {
         let mut channels = self.channels();
         let channel = channels.entry(key.to_owned()).or_insert_with(|| Channel {
             wake: Arc::new(Notify::new()),
+            personal: HashMap::new(),
             waiters: 0,
         });
         channel.waiters += 1;
         let first = channel.waiters == 1;
+        let wake = match &token {
+            Some(token) => Arc::clone(
+                channel
+                    .personal
+                    .entry(token.clone())
+                    .or_insert_with(|| Arc::new(Notify::new())),
+            ),
+            None => Arc::clone(&channel.wake),
+        };
         let notice = ReleaseNotice {
             sources: vec![Source {
-                wake: Arc::clone(&channel.wake),
+                wake,
                 healthy: Arc::clone(&self.inner.healthy),
                 _membership: Membership {
                     board: self.clone(),
                     key: key.to_owned(),
+                    token,
                 },
             }],
         };
@@ -115,6 +142,27 @@ impl NoticeBoard {
         }
     }
 
+    /// A release (or a free lock) announced to the fair waiter with `token` (hex): wakes it
+    /// if it waits here. Otherwise wakes a waiter that is not fair, if any (one of them may
+    /// take the lock: a lock is fair only if all its waiters are). Returns whether someone
+    /// was woken.
+    pub fn notify_waiter(&self, key: &str, token: &str) -> bool {
+        match self.channels().get(key) {
+            Some(channel) => match channel.personal.get(token) {
+                Some(wake) => {
+                    wake.notify_one();
+                    true
+                }
+                None if channel.waiters > channel.personal.len() => {
+                    channel.wake.notify_one();
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
     /// Wakes every waiter of `key`, e.g. after notices may have been missed (a reconnect).
     /// Returns whether `key` has waiters.
     pub fn notify_all(&self, key: &str) -> bool {
@@ -123,6 +171,9 @@ impl NoticeBoard {
                 channel.wake.notify_waiters();
                 // And a waiter between an attempt and its wait, which `notify_waiters` misses.
                 channel.wake.notify_one();
+                for wake in channel.personal.values() {
+                    wake.notify_one();
+                }
                 true
             }
             None => false,
@@ -175,12 +226,15 @@ impl NoticeBoard {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn leave(&self, key: &str) {
+    fn leave(&self, key: &str, token: Option<&str>) {
         let idle = {
             let mut channels = self.channels();
             match channels.get_mut(key) {
                 Some(channel) if channel.waiters > 1 => {
                     channel.waiters -= 1;
+                    if let Some(token) = token {
+                        channel.personal.remove(token);
+                    }
                     false
                 }
                 Some(_) => {
@@ -289,11 +343,13 @@ impl fmt::Debug for ReleaseNotice {
 struct Membership {
     board: NoticeBoard,
     key: String,
+    /// A fair waiter's token (hex).
+    token: Option<String>,
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        self.board.leave(&self.key);
+        self.board.leave(&self.key, self.token.as_deref());
     }
 }
 
@@ -321,14 +377,11 @@ mod tests {
         let (mut first, _) = board.subscribe("k");
         let (mut second, _) = board.subscribe("k");
         let limit = Duration::from_secs(1);
-        let (a, b) = tokio::join!(
-            tokio::time::timeout(limit, first.released()),
-            async {
-                tokio::task::yield_now().await;
-                board.notify("k");
-                tokio::time::timeout(limit, second.released()).await
-            }
-        );
+        let (a, b) = tokio::join!(tokio::time::timeout(limit, first.released()), async {
+            tokio::task::yield_now().await;
+            board.notify("k");
+            tokio::time::timeout(limit, second.released()).await
+        });
         assert!(a.is_ok(), "the longest-waiting waiter was woken");
         assert!(b.is_err(), "one release woke two waiters");
         // The notice channel goes down: everyone is woken, and polls while it is down.

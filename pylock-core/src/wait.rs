@@ -97,6 +97,7 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
         expires,
         timeout,
         renewal,
+        fair,
     } = request;
     let backend = Arc::clone(locks.backend());
     let started = Instant::now();
@@ -120,7 +121,13 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
         let attempts = *attempts;
         let sent_at = Instant::now();
         unsettled.arm();
-        let attempt = backend.try_acquire(&server_key, &token, expires);
+        let attempt = match fair {
+            Some(patience) => {
+                unsettled.queued = true;
+                backend.try_acquire_fair(&server_key, &token, expires, patience)
+            }
+            None => backend.try_acquire(&server_key, &token, expires),
+        };
         let attempt = if timeout.is_zero() {
             attempt.await
         } else {
@@ -137,6 +144,8 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
         let (error, holder_remaining) = match attempt {
             Ok(Attempt::Acquired { fence }) => {
                 unsettled.disarm();
+                // Taking the lock left the queue.
+                unsettled.queued = false;
                 tracing::debug!(
                     attempts,
                     waited_us = started.elapsed().as_micros(),
@@ -176,7 +185,8 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
             subscribed = true;
             // A subscription unanswered at the deadline means polling; the attempt that
             // follows ends the call.
-            notice = tokio::time::timeout_at(deadline, subscribe(backend.as_ref(), &server_key))
+            let subscription = subscribe(backend.as_ref(), &server_key, fair.map(|_| &token));
+            notice = tokio::time::timeout_at(deadline, subscription)
                 .await
                 .unwrap_or(Ok(None))?
                 .map(|notice| Listening {
@@ -193,12 +203,18 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
         // until the holder's TTL would end the lock (a holder that died releases nothing):
         // idle waiters cost the server one attempt per TTL each. Otherwise it polls.
         let listening = error.is_none() && notice.as_ref().is_some_and(|l| l.notice.is_healthy());
-        let pause = match holder_remaining {
+        let mut pause = match holder_remaining {
             Some(remaining) if listening => remaining.max(MIN_PAUSE),
+            // Free, but another fair waiter's turn: its hand-off will be announced.
+            None if listening && fair.is_some() => deadline - now,
             Some(remaining) => pauses.next().min(remaining.max(MIN_PAUSE)),
             None => pauses.next(),
         }
         .min(deadline - now);
+        if let Some(patience) = fair {
+            // A fair waiter keeps its place by trying at least every third of its patience.
+            pause = pause.min(patience / 3).max(MIN_PAUSE);
+        }
         match notice.as_mut() {
             Some(listening) => {
                 tokio::select! {
@@ -241,12 +257,17 @@ fn gave_up(
 
 /// Remembers that an attempt's outcome is unknown (in flight, or failed without a clear
 /// answer), and releases the token in the background if the acquire ends that way.
+///
+/// For a fair acquire it also remembers that the token may be in the lock's queue, and takes
+/// it out in the background if the acquire ends without the lock, so that the waiters behind
+/// are not held up.
 struct Unsettled {
     backend: Arc<dyn LockBackend>,
     server_key: String,
     token: Token,
     key: String,
     armed: bool,
+    queued: bool,
 }
 
 impl Unsettled {
@@ -257,6 +278,7 @@ impl Unsettled {
             token,
             key: key.to_owned(),
             armed: false,
+            queued: false,
         }
     }
 
@@ -271,6 +293,20 @@ impl Unsettled {
 
 impl Drop for Unsettled {
     fn drop(&mut self) {
+        if self.queued
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (backend, server_key, token) = (
+                Arc::clone(&self.backend),
+                self.server_key.clone(),
+                self.token,
+            );
+            runtime.spawn(async move {
+                if let Err(error) = backend.leave_queue(&server_key, &token).await {
+                    tracing::debug!(%error, "pylock: leaving the queue failed; the waiter lapses");
+                }
+            });
+        }
         if self.armed {
             release_in_background(
                 Arc::clone(&self.backend),
@@ -300,8 +336,16 @@ impl Drop for Listening {
 
 /// Subscribes to release notices of `server_key`. An unreachable backend means polling
 /// instead, not failing: the attempts will report the outage if it lasts.
-async fn subscribe(backend: &dyn LockBackend, server_key: &str) -> Result<Option<ReleaseNotice>> {
-    match backend.subscribe(server_key).await {
+async fn subscribe(
+    backend: &dyn LockBackend,
+    server_key: &str,
+    fair: Option<&Token>,
+) -> Result<Option<ReleaseNotice>> {
+    let subscription = match fair {
+        Some(token) => backend.subscribe_waiter(server_key, token).await,
+        None => backend.subscribe(server_key).await,
+    };
+    match subscription {
         Ok(notice) => Ok(notice),
         Err(error) if error.is_transient() => {
             tracing::debug!(%error, "pylock: no release notices, polling");

@@ -13,9 +13,13 @@ use crate::calls::{CallError, Calls};
 use crate::coalesce::{Coalescer, Item};
 use crate::config::RedisConfig;
 use crate::errors::timed_out;
-use crate::keys::{FENCE_SUFFIX, fence_key, is_internal, notice_channel};
+use crate::keys::{
+    INTERNAL_SUFFIXES, deadlines_key, fence_key, is_internal, notice_channel, queue_key,
+};
 use crate::notices::Notices;
-use crate::scripts::{ACQUIRE, EXTEND, FORCE_RELEASE, INSPECT, REDLOCK_ACQUIRE, RELEASE};
+use crate::scripts::{
+    ACQUIRE, EXTEND, FAIR_ACQUIRE, FORCE_RELEASE, INSPECT, LEAVE_QUEUE, REDLOCK_ACQUIRE, RELEASE,
+};
 
 /// Acquires (and releases) of one backend that may be in flight before further ones are
 /// coalesced into batch script calls (see [`crate::coalesce`]). A few independent calls keep
@@ -86,6 +90,7 @@ impl Item for ReleaseItem {
 
     fn add_to(&self, call: &mut ScriptInvocation<'static>) {
         call.key(&self.lock)
+            .key(queue_key(&self.lock))
             .arg(&self.token)
             .arg(notice_channel(&self.lock));
     }
@@ -241,6 +246,7 @@ impl LockBackend for RedisBackend {
             .with_notifications(true)
             .with_ttl_granularity(Duration::from_millis(1))
             .with_inspection(true)
+            .with_fair(true)
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
@@ -259,22 +265,59 @@ impl LockBackend for RedisBackend {
             })
             .await;
         let [acquired, value] = integers(reply, "acquiring a lock", self.calls.server())?;
-        Ok(if acquired == 1 {
-            if let Err(error) = self.wait_for_replicas(key, token, ttl).await {
-                // Not safe from a failover yet: give the lock back, let the caller retry.
-                let _ = self.release(key, token).await;
-                return Err(error);
-            }
-            Attempt::Acquired {
-                fence: u64::try_from(value).ok().filter(|_| self.config.fencing),
-            }
-        } else {
-            Attempt::Held {
-                // -1: the key has no TTL (not set by pylock); -2 cannot happen inside the
-                // script, the key exists.
-                remaining: u64::try_from(value).ok().map(Duration::from_millis),
-            }
-        })
+        self.attempt(key, token, ttl, acquired, value).await
+    }
+
+    async fn try_acquire_fair(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+        patience: Duration,
+    ) -> Result<Attempt> {
+        check_not_internal(key)?;
+        let context = "acquiring a fair lock";
+        let reply: Vec<Value> = self
+            .calls
+            .run(
+                context,
+                FAIR_ACQUIRE
+                    .key(key)
+                    .key(fence_key(key))
+                    .key(queue_key(key))
+                    .key(deadlines_key(key))
+                    .arg(if self.config.fencing { "1" } else { "0" })
+                    .arg(token.to_hex())
+                    .arg(millis(ttl))
+                    .arg(millis(patience))
+                    .arg(notice_channel(key)),
+            )
+            .await?;
+        let [acquired, value] = integers(Ok(reply), context, self.calls.server())?;
+        self.attempt(key, token, ttl, acquired, value).await
+    }
+
+    async fn leave_queue(&self, key: &str, token: &Token) -> Result<()> {
+        let _: i64 = self
+            .calls
+            .run(
+                "leaving the queue of a fair lock",
+                LEAVE_QUEUE
+                    .key(key)
+                    .key(queue_key(key))
+                    .key(deadlines_key(key))
+                    .arg(token.to_hex())
+                    .arg(notice_channel(key)),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn subscribe_waiter(&self, key: &str, token: &Token) -> Result<Option<ReleaseNotice>> {
+        self.notices
+            .subscribe(&notice_channel(key), Some(token))
+            .await
+            .map(Some)
     }
 
     async fn release(&self, key: &str, token: &Token) -> Result<bool> {
@@ -308,7 +351,10 @@ impl LockBackend for RedisBackend {
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
-        self.notices.subscribe(&notice_channel(key)).await.map(Some)
+        self.notices
+            .subscribe(&notice_channel(key), None)
+            .await
+            .map(Some)
     }
 
     async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
@@ -334,7 +380,13 @@ impl LockBackend for RedisBackend {
         let context = "forcing a release";
         let reply: Vec<Value> = self
             .calls
-            .run(context, FORCE_RELEASE.key(key).arg(notice_channel(key)))
+            .run(
+                context,
+                FORCE_RELEASE
+                    .key(key)
+                    .key(queue_key(key))
+                    .arg(notice_channel(key)),
+            )
             .await?;
         let [released, ..] = operator_reply(reply, key, context, self.calls.server())?;
         Ok(released == 1)
@@ -342,6 +394,34 @@ impl LockBackend for RedisBackend {
 }
 
 impl RedisBackend {
+    /// An acquire script's answer `acquired, value` as an attempt: a granted lock (after its
+    /// replicas confirmed it, with `wait_replicas`) with its fence, or the holder's
+    /// remaining TTL (`value` -1: a key without TTL, not set by pylock; -3: free, but another
+    /// fair waiter's turn).
+    async fn attempt(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+        acquired: i64,
+        value: i64,
+    ) -> Result<Attempt> {
+        Ok(if acquired == 1 {
+            if let Err(error) = self.wait_for_replicas(key, token, ttl).await {
+                // Not safe from a failover yet: give the lock back, let the caller retry.
+                let _ = self.release(key, token).await;
+                return Err(error);
+            }
+            Attempt::Acquired {
+                fence: u64::try_from(value).ok().filter(|_| self.config.fencing),
+            }
+        } else {
+            Attempt::Held {
+                remaining: u64::try_from(value).ok().map(Duration::from_millis),
+            }
+        })
+    }
+
     /// A Redlock node's acquire under its restart guard ([`REDLOCK_ACQUIRE`]).
     async fn try_acquire_guarded(
         &self,
@@ -403,7 +483,7 @@ fn check_not_internal(key: &str) -> Result<()> {
     if is_internal(key) {
         return Err(pylock_core::Error::InvalidKey {
             key: key.to_owned(),
-            reason: format!("names ending in {FENCE_SUFFIX:?} are pylock's own keys"),
+            reason: format!("names ending in any of {INTERNAL_SUFFIXES:?} are pylock's own keys"),
         });
     }
     Ok(())

@@ -13,9 +13,27 @@ pub fn fence_key(key: &str) -> String {
     sibling(key, FENCE_SUFFIX)
 }
 
+/// What the name of a fair lock's queue ends with. Lock names may not.
+pub const QUEUE_SUFFIX: &str = ":pylock-queue";
+/// What the name of a fair lock's waiter deadlines ends with. Lock names may not.
+pub const DEADLINES_SUFFIX: &str = ":pylock-waiting";
+
+/// The endings of pylock's own key names, which no lock name may have.
+pub const INTERNAL_SUFFIXES: &[&str] = &[FENCE_SUFFIX, QUEUE_SUFFIX, DEADLINES_SUFFIX];
+
+/// The key of the queue of `key`'s fair waiters (tokens by arrival).
+pub fn queue_key(key: &str) -> String {
+    sibling(key, QUEUE_SUFFIX)
+}
+
+/// The key of the deadlines of `key`'s fair waiters (tokens by when they lapse).
+pub fn deadlines_key(key: &str) -> String {
+    sibling(key, DEADLINES_SUFFIX)
+}
+
 /// Whether `key` could be one of pylock's own keys rather than a lock.
 pub fn is_internal(key: &str) -> bool {
-    key.ends_with(FENCE_SUFFIX)
+    INTERNAL_SUFFIXES.iter().any(|suffix| key.ends_with(suffix))
 }
 
 /// The pub/sub channel on which releases of `key` are announced.

@@ -157,9 +157,17 @@ impl Notices {
         self.board.waiters(channel) > 0
     }
 
-    /// Subscribes a waiter to `channel`; returns once the server has confirmed it.
-    pub(crate) async fn subscribe(self: &Arc<Self>, channel: &str) -> Result<ReleaseNotice> {
-        let (notice, _) = self.board.subscribe(channel);
+    /// Subscribes a waiter to `channel` (a fair waiter with its token: woken only by notices
+    /// addressed to it); returns once the server has confirmed it.
+    pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        channel: &str,
+        fair: Option<&pylock_core::Token>,
+    ) -> Result<ReleaseNotice> {
+        let (notice, _) = match fair {
+            Some(token) => self.board.subscribe_waiter(channel, token),
+            None => self.board.subscribe(channel),
+        };
         let _turn = self.stripe(channel).lock().await;
         if self.state().active.contains(channel) {
             return Ok(notice);
@@ -344,7 +352,17 @@ async fn read(
             message = stream.next() => match message {
                 Some(message) => {
                     let Some(notices) = notices.upgrade() else { return };
-                    notices.board.notify(message.get_channel_name());
+                    // Empty: wake one waiter; a token: the fair waiter first in line.
+                    let to = message.get_payload_bytes();
+                    let channel = message.get_channel_name();
+                    match std::str::from_utf8(to) {
+                        Ok(token) if !token.is_empty() => {
+                            notices.board.notify_waiter(channel, token);
+                        }
+                        _ => {
+                            notices.board.notify(channel);
+                        }
+                    }
                 }
                 None => {
                     tracing::debug!("pylock: redis release-notice connection lost, reconnecting");

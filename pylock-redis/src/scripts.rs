@@ -7,6 +7,23 @@ use std::sync::LazyLock;
 
 use redis::Script;
 
+/// The fence of a new hold, shared by the acquire scripts: `give_fence(fence, ttl)` is the
+/// counter plus one (`INCR`), or, for a counter that is gone, the server's clock in µs; the
+/// counter gets the lock's TTL either way. Why that keeps fences increasing: [`ACQUIRE`].
+const GIVE_FENCE: &str = r"
+local function give_fence(fence, ttl)
+  local given = redis.call('INCR', fence)
+  if given == 1 then
+    -- No counter: start from the clock, beyond every fence given before it was lost.
+    local now = redis.call('TIME')
+    given = tonumber(now[1]) * 1000000 + tonumber(now[2])
+    redis.call('SET', fence, string.format('%d', given), 'PX', ttl)
+  else
+    redis.call('PEXPIRE', fence, ttl)
+  end
+  return given
+end";
+
 /// Acquire, for one lock or a batch of them (see [`crate::coalesce`](crate)). KEYS: the lock
 /// and its fence counter, for each lock. ARGV: "1" to give fencing tokens, then the token,
 /// the TTL in ms and "1" to mark the lock as waited for (others of the caller's process wait
@@ -40,9 +57,9 @@ use redis::Script;
 /// Running it again for the same tokens gives the same answers, which is what lets a batch
 /// that failed part-way (a key of another type) be retried lock by lock.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local replies = {}
+    Script::new(&format!(
+        r"{GIVE_FENCE}
+local replies = {{}}
 local fencing = ARGV[1] == '1'
 for i = 1, #KEYS / 2 do
   local lock, fence = KEYS[2 * i - 1], KEYS[2 * i]
@@ -54,15 +71,7 @@ for i = 1, #KEYS / 2 do
   if redis.call('SET', lock, value, 'NX', 'PX', ttl) then
     local given = 0
     if fencing then
-      given = redis.call('INCR', fence)
-      if given == 1 then
-        -- No counter: start from the clock, beyond every fence given before it was lost.
-        local now = redis.call('TIME')
-        given = tonumber(now[1]) * 1000000 + tonumber(now[2])
-        redis.call('SET', fence, string.format('%d', given), 'PX', ttl)
-      else
-        redis.call('PEXPIRE', fence, ttl)
-      end
+      given = give_fence(fence, ttl)
     end
     replies[2 * i - 1], replies[2 * i] = 1, given
   else
@@ -82,8 +91,8 @@ for i = 1, #KEYS / 2 do
   end
 end
 return replies
-",
-    )
+"
+    ))
 });
 
 /// Acquire on a Redlock node that guards against its own restarts. KEYS: the lock. ARGV:
@@ -132,19 +141,22 @@ return {0, redis.call('PTTL', KEYS[1])}
     )
 });
 
-/// Release, for one lock or a batch of them. KEYS: the locks. ARGV: the token and the notice
-/// channel, for each lock. Replies per lock, in order: 1 if we held it, else 0.
+/// Release, for one lock or a batch of them. KEYS: the lock and its fair queue, for each
+/// lock. ARGV: the token and the notice channel, for each lock. Replies per lock, in order:
+/// 1 if we held it, else 0.
 ///
 /// Deletes a lock only if it still holds our token (pylock 0.4's unconditional `DEL` freed
 /// the next holder's lock), marked or not, and announces the release on the lock's channel if
-/// a waiter marked it. All reads come before any write, so a batch the server refuses (a key
+/// a waiter marked it: the message is the token of the first fair waiter in line, so that
+/// only it wakes, or empty (each process wakes one waiter). All reads come before any write, so a batch the server refuses (a key
 /// of another type) has changed nothing and can be retried lock by lock.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local held = {}
-for i = 1, #KEYS do
-  local holder, token = redis.call('GET', KEYS[i]), ARGV[2 * i - 1]
+local locks = #KEYS / 2
+for i = 1, locks do
+  local holder, token = redis.call('GET', KEYS[2 * i - 1]), ARGV[2 * i - 1]
   if holder == token then
     held[i] = 1
   elseif holder == token .. '+' then
@@ -153,16 +165,117 @@ for i = 1, #KEYS do
     held[i] = 0
   end
 end
-for i = 1, #KEYS do
+for i = 1, locks do
   if held[i] > 0 then
-    redis.call('DEL', KEYS[i])
+    redis.call('DEL', KEYS[2 * i - 1])
     if held[i] == 2 then
-      redis.call('PUBLISH', ARGV[2 * i], '')
+      -- To the first fair waiter in line if there is a line, else to whoever listens.
+      local first = redis.call('ZRANGE', KEYS[2 * i], 0, 0)[1] or ''
+      redis.call('PUBLISH', ARGV[2 * i], first)
     end
     held[i] = 1
   end
 end
 return held
+",
+    )
+});
+
+/// A fair acquire attempt ([`LockBackend::try_acquire_fair`]). KEYS: the lock, its fence
+/// counter, its queue of waiters (tokens by arrival, the server's clock in µs) and their
+/// deadlines (tokens by the time in ms by which they must be heard from again). ARGV: "1" to
+/// give fencing tokens, the token, the TTL in ms, the patience in ms, the notice channel.
+/// Replies as [`ACQUIRE`], and `{0, -3}` for a lock that is free but another waiter's turn.
+///
+/// The attempt joins the queue or keeps its place (its deadline moves on by the patience),
+/// drops waiters whose deadline passed, and takes the lock only if it is free and the
+/// attempt is first in line; the lock is then set marked if others still wait, so that its
+/// release is announced to the next. A lock found free while another waiter is first is
+/// announced to that waiter (a lost wake-up, or a waiter that left without a word, must not
+/// stop the line). The queue and the deadlines vanish twice the patience after the last
+/// attempt.
+///
+/// [`LockBackend::try_acquire_fair`]: pylock_core::LockBackend::try_acquire_fair
+pub static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        r"{GIVE_FENCE}
+local lock, fence, queue, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local fencing, token, ttl = ARGV[1] == '1', ARGV[2], ARGV[3]
+local patience, channel = tonumber(ARGV[4]), ARGV[5]
+local holder = redis.call('GET', lock)
+if holder == token or holder == token .. '+' then
+  -- An earlier attempt of ours got it and its answer was lost.
+  redis.call('PEXPIRE', lock, ttl)
+  redis.call('ZREM', queue, token)
+  redis.call('ZREM', alive, token)
+  local given = 0
+  if fencing then
+    redis.call('PEXPIRE', fence, ttl)
+    given = tonumber(redis.call('GET', fence) or '0')
+  end
+  return {{1, given}}
+end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if not redis.call('ZSCORE', queue, token) then
+  -- After everyone already in line, even within the same microsecond.
+  local arrival = tonumber(now[1]) * 1000000 + tonumber(now[2])
+  local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2]
+  if last and tonumber(last) >= arrival then
+    arrival = tonumber(last) + 1
+  end
+  redis.call('ZADD', queue, arrival, token)
+end
+redis.call('ZADD', alive, now_ms + patience, token)
+local lapsed = redis.call('ZRANGEBYSCORE', alive, '-inf', now_ms)
+if #lapsed > 0 then
+  redis.call('ZREM', queue, unpack(lapsed))
+  redis.call('ZREMRANGEBYSCORE', alive, '-inf', now_ms)
+end
+redis.call('PEXPIRE', queue, patience * 2)
+redis.call('PEXPIRE', alive, patience * 2)
+if holder then
+  if #holder == #token then
+    redis.call('APPEND', lock, '+')
+  end
+  return {{0, redis.call('PTTL', lock)}}
+end
+local first = redis.call('ZRANGE', queue, 0, 0)[1]
+if first ~= token then
+  redis.call('PUBLISH', channel, first)
+  return {{0, -3}}
+end
+redis.call('ZREM', queue, token)
+redis.call('ZREM', alive, token)
+local value = token
+if redis.call('ZCARD', queue) > 0 then
+  value = token .. '+'
+end
+redis.call('SET', lock, value, 'PX', ttl)
+local given = 0
+if fencing then
+  given = give_fence(fence, ttl)
+end
+return {{1, given}}
+"
+    ))
+});
+
+/// Leaving the queue of a fair lock. KEYS: the lock, its queue, the waiters' deadlines. ARGV:
+/// the token, the notice channel. Takes the token out of the line and, if the lock is free,
+/// announces it to the next in line (the one leaving may have been woken for it).
+pub static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if first then
+    redis.call('PUBLISH', ARGV[2], first)
+  end
+end
+return 1
 ",
     )
 });
@@ -232,7 +345,7 @@ return {{1, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or 
     ))
 });
 
-/// Forced release. KEYS: lock. ARGV: notice channel.
+/// Forced release. KEYS: lock, its fair queue. ARGV: notice channel.
 ///
 /// Deletes the lock whoever holds it (an operator's action) and wakes waiters, if the key
 /// holds a lock of ours. Replies `{1}` if there was a lock, `{0}` if not, `{-1, what}` for a
@@ -245,7 +358,7 @@ if refused then
   return refused
 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], '')
+redis.call('PUBLISH', ARGV[1], redis.call('ZRANGE', KEYS[2], 0, 0)[1] or '')
 return {{1}}
 "
     ))

@@ -56,10 +56,13 @@ async fn run_suite(needs: Needs) {
         vec![
             "waiter_wakes_on_release",
             "release_between_attempt_and_wait_still_wakes",
-            "fencing_tokens_increase"
+            "fencing_tokens_increase",
+            "fair_waiters_take_turns_in_the_order_they_came",
+            "a_fair_waiter_that_gives_up_leaves_the_queue_at_once",
+            "a_fair_waiter_never_heard_from_again_is_skipped",
         ]
     );
-    assert_eq!(report.passed.len(), conformance::CHECKS.len() - 3);
+    assert_eq!(report.passed.len(), conformance::CHECKS.len() - 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

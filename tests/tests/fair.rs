@@ -1,0 +1,159 @@
+//! Fair locks (`Lock::fair`) on a real Redis: first come, first served across processes, a
+//! dead waiter's place given up after its patience, and the line surviving a server restart.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pylock::Locks;
+use pylock_tests::{Kind, Needs, TestServer, raw_redis};
+
+const TTL: Duration = Duration::from_secs(60);
+
+/// Clients with their own connections, as separate processes would have.
+fn processes(server: &TestServer, count: usize) -> Vec<Locks> {
+    (0..count)
+        .map(|_| {
+            pylock::connect(server.url())
+                .expect("connect")
+                .expires(TTL)
+                .timeout(Duration::from_secs(60))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_waiters_of_three_processes_are_served_in_the_order_they_came() {
+    let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let clients = processes(&server, 3);
+    let holder = clients[0].lock("line").acquire().await.expect("holder");
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for i in 0..30 {
+        let lock = clients[i % 3].lock("line").fair();
+        let served = Arc::clone(&served);
+        waiters.push(tokio::spawn(async move {
+            let guard = lock.acquire().await.expect("a turn");
+            served.lock().expect("order").push(i);
+            guard.release().await.expect("release");
+        }));
+        // Each in line after the one before.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    holder.release().await.expect("release");
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    let served = served.lock().expect("order").clone();
+    assert_eq!(served, (0..30).collect::<Vec<_>>(), "served out of order");
+}
+
+/// A waiter whose process died while first in line (here: its runtime was shut down, so it
+/// could not leave the line) holds up the others for its patience, not for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_waiters_place_is_given_up_after_its_patience() {
+    let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let patience = Duration::from_secs(1);
+    let clients = processes(&server, 1);
+    let holder = clients[0].lock("ghost").acquire().await.expect("holder");
+
+    let doomed = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let url = server.url().to_owned();
+    let dead = std::thread::spawn(move || {
+        let locks = pylock::connect(&url).expect("connect").expires(TTL);
+        let lock = locks.lock("ghost").fair_patience(patience);
+        doomed.block_on(async {
+            // In line, first...
+            tokio::spawn(async move { lock.acquire().await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        });
+        // ... then the process dies: its tasks and connections go, and nothing runs to take
+        // it out of the line, as when a process is killed.
+        doomed.shutdown_background();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let living = tokio::spawn({
+        let lock = clients[0]
+            .lock("ghost")
+            .fair_patience(patience)
+            .timeout(Duration::from_secs(20));
+        async move { lock.acquire().await }
+    });
+    dead.join().expect("the doomed thread");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut raw = raw_redis(server.url()).await;
+    let in_line: i64 = redis::cmd("ZCARD")
+        .arg(pylock::redis::keys::queue_key("pylock:ghost"))
+        .query_async(&mut raw)
+        .await
+        .expect("ZCARD");
+    assert_eq!(
+        in_line, 2,
+        "the dead waiter is still in line, before the living one"
+    );
+    holder.release().await.expect("release");
+    living
+        .await
+        .expect("task")
+        .expect("the waiter behind a dead one got its turn")
+        .release()
+        .await
+        .expect("release");
+}
+
+/// The server restarts empty while fair waiters wait: the line is gone with the lock, the
+/// waiters poll until the server is back, line up again, and all get their turn, one at a
+/// time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_waiters_get_their_turns_after_a_server_restart() {
+    let Some(mut server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let url = format!(
+        "{}?connect_timeout=200ms&response_timeout=500ms",
+        server.url()
+    );
+    let clients: Vec<Locks> = (0..2)
+        .map(|_| {
+            pylock::connect(&url)
+                .expect("connect")
+                .expires(TTL)
+                .timeout(Duration::from_secs(60))
+        })
+        .collect();
+    let holder = clients[0].lock("restart").acquire().await.expect("holder");
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut waiters = Vec::new();
+    for i in 0..20 {
+        let lock = clients[i % 2].lock("restart").fair();
+        let counter = Arc::clone(&counter);
+        waiters.push(tokio::spawn(async move {
+            let guard = lock.acquire().await?;
+            let seen = counter.load(Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            counter.store(seen + 1, Ordering::SeqCst);
+            guard.release().await
+        }));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.restart().await;
+    for waiter in waiters {
+        waiter
+            .await
+            .expect("task")
+            .expect("a fair waiter got its turn after the restart");
+    }
+    assert_eq!(counter.load(Ordering::SeqCst), 20, "two holders at once");
+    // The first holder's lock went with the restart: its release says so.
+    assert!(matches!(
+        holder.release().await,
+        Err(pylock::Error::Lost { .. })
+    ));
+}
