@@ -1,8 +1,9 @@
 //! The `crowd` scenario: many waiters on one lock. What it costs the server while they wait
 //! and per hand-off, how long each waits, and whether they are served in order.
 //!
-//! 1. A holder takes the lock; `waiters` tasks start acquiring it, one after the other (the
-//!    order they started in is their request order), with a 5-minute timeout.
+//! 1. A holder takes the lock; `waiters` tasks start acquiring it (fair ones with `--fair`),
+//!    one after the other (the order they started in is their request order), with a
+//!    5-minute timeout.
 //! 2. Once all wait, the server's command count over [`IDLE_WINDOW`] gives the idle cost.
 //! 3. The holder releases; each waiter in turn holds the lock for `hold` and releases. The
 //!    server's commands from the first release to the last, divided by the acquisitions, give
@@ -21,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::stats::Samples;
 
-/// How long the idle cost is measured.
+/// How long the idle cost is measured (longer for fair waiters, see [`crowd`]).
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
 /// Each waiter's timeout: no waiter should ever reach it.
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
@@ -63,6 +64,18 @@ pub(crate) async fn crowd(
     mut meter: Option<ConnectionManager>,
 ) -> Crowd {
     let key = "crowd";
+    if fair {
+        // Load the fair script first: the first attempts on a server without it are answered
+        // NOSCRIPT and sent again, in whatever order, which would reorder the line once.
+        let warm_up = locks.lock("crowd-warm-up").fair();
+        warm_up
+            .acquire()
+            .await
+            .expect("warm-up")
+            .release()
+            .await
+            .expect("warm-up");
+    }
     let holder = locks
         .lock(key)
         .expires(TTL)
@@ -107,9 +120,15 @@ pub(crate) async fn crowd(
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // Fair waiters sign of life every half of their patience: the window must see that.
+    let idle_window = if fair {
+        IDLE_WINDOW.max(pylock::DEFAULT_FAIR_PATIENCE / 2 + Duration::from_secs(1))
+    } else {
+        IDLE_WINDOW
+    };
     let idle_from = commands(meter.as_mut()).await;
     let idle_started = Instant::now();
-    tokio::time::sleep(IDLE_WINDOW).await;
+    tokio::time::sleep(idle_window).await;
     let idle_to = commands(meter.as_mut()).await;
     let idle_cmds_per_s = per(idle_from, idle_to, idle_started.elapsed().as_secs_f64());
 

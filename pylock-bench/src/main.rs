@@ -25,7 +25,8 @@
 //! `raw_cycles_per_s`, a bare `SET NX PX` + `DEL` loop with as many tasks as `throughput`, and
 //! `script_cycles_per_s`, the same loop running pylock's two scripts directly, one call per
 //! lock operation. For a single Redis server, CPU time per cycle of the client (this process)
-//! and of the server (`INFO cpu`) is reported for `throughput` and for those two loops.
+//! and of the server (`INFO cpu`) is reported for `uncontended` (the interleaved `PING`
+//! included), `throughput` and those two loops.
 
 mod baseline;
 mod cpu;
@@ -215,8 +216,15 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         } else {
             warm_up
         };
+        let mut meter = pinger.as_ref().and_then(Pinger::redis_connection);
+        let before = cpu::read(meter.as_mut()).await;
         let (samples, pings) = scenarios::uncontended(&locks, budget, pinger.as_mut()).await;
-        uncontended.runs.push(Run::of(samples, Some(pings)));
+        let after = cpu::read(meter.as_mut()).await;
+        let cycles = samples.operations;
+        let mut run = Run::of(samples, Some(pings));
+        // Includes the server's share of the PING sent before each cycle (about 1 us).
+        run.cpu = before.per_cycle(&after, cycles);
+        uncontended.runs.push(run);
         if !wanted("uncontended") {
             break;
         }
@@ -433,10 +441,16 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
         let (ops, ops_min, ops_max) = row.field(|r| r.ops_per_s);
         let samples: usize = row.runs.iter().map(|r| r.samples).sum();
         let comparison = match row.scenario {
-            "uncontended" => row
-                .ratio_to_alongside()
-                .map(|ratio| format!("p50 = {ratio:.2} x async round trip"))
-                .unwrap_or_default(),
+            "uncontended" => {
+                let ratio = row
+                    .ratio_to_alongside()
+                    .map(|ratio| format!("p50 = {ratio:.2} x async round trip"))
+                    .unwrap_or_default();
+                match row.optional(|r| r.cpu.server_us) {
+                    Some(server) => format!("{ratio}; server cpu {server:.2} us/cycle"),
+                    None => ratio,
+                }
+            }
             "throughput" => baseline
                 .raw_cycles_per_s
                 .map(|raw| format!("{:.2} x the bare loop", ops / raw))

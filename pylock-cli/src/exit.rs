@@ -95,7 +95,9 @@ impl From<pylock::Error> for Failure {
             | pylock::Error::InvalidOption { .. }
             | pylock::Error::InvalidUrl { .. }
             | pylock::Error::UnknownOption { .. }
-            | pylock::Error::UnknownScheme { .. } => code::USAGE,
+            | pylock::Error::UnknownScheme { .. }
+            // Asked of a backend that cannot do it (`--fair` on memcached): change the call.
+            | pylock::Error::Unsupported { .. } => code::USAGE,
             _ => code::ERROR,
         };
         Failure {

@@ -291,6 +291,9 @@ async fn exit_codes_messages_and_operator_commands() {
         "",
         "-q on a held lock"
     );
+    // A fair run waits in line like any other.
+    let fair = output(pylock(server.url()).args(["run", "--fair", "-n", &key, "--", "true"])).await;
+    assert_eq!(fair.status.code(), Some(TIMEOUT), "{}", text(&fair));
     // flock's own spelling: -n (one attempt) and -E (the conflict's exit code).
     let flock_like =
         output(pylock(server.url()).args(["run", "-n", "-E", "3", &key, "--", "true"])).await;
@@ -639,6 +642,15 @@ async fn usage_errors_exit_64_on_one_line_with_a_hint_and_help_exits_0() {
         let run = output(&mut command).await;
         assert_eq!(run.status.code(), Some(0), "{args:?}: {}", text(&run));
     }
+    // A backend asked for what it cannot do: bad usage too, said before any network call.
+    let run = output(
+        Command::new(env!("CARGO_BIN_EXE_pylock"))
+            .env("PYLOCK_URL", "memcache://127.0.0.1:1")
+            .args(["run", "--fair", "k", "--", "true"]),
+    )
+    .await;
+    assert_eq!(run.status.code(), Some(USAGE), "{}", text(&run));
+    assert!(text(&run).contains("fair"), "{}", text(&run));
     // `pylock` alone shows the help, but did nothing: bad usage.
     let run = output(Command::new(env!("CARGO_BIN_EXE_pylock")).env_remove("PYLOCK_URL")).await;
     assert_eq!(run.status.code(), Some(USAGE), "{}", text(&run));

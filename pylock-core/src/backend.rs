@@ -240,7 +240,7 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
     /// lock found free while another waiter is first is announced to that waiter (a
     /// [`NoticeBoard::notify_waiter`](crate::NoticeBoard::notify_waiter) of its token);
     /// a release announces itself to the first in line the same way. Taking the lock leaves
-    /// the queue. The core calls it again at least every third of `patience` while it
+    /// the queue. The core calls it again at least every half of `patience` while it
     /// waits. Backends that claim [`Capabilities::fair`] implement it; the default says
     /// [`Error::Unsupported`](crate::Error::Unsupported).
     ///

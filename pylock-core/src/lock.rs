@@ -172,7 +172,7 @@ pub struct Lock {
 }
 
 /// How long a fair waiter keeps its place in the queue without a sign of life, unless
-/// [`Lock::fair_patience`] says otherwise. It signs every third of it while it waits; a
+/// [`Lock::fair_patience`] says otherwise. It signs every half of it while it waits; a
 /// waiter that died (its process killed, its runtime gone) is skipped once this has passed.
 pub const DEFAULT_FAIR_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -281,7 +281,7 @@ impl Lock {
     /// without a queue ([`Capabilities::fair`](crate::Capabilities::fair) false) refuse with
     /// [`Error::Unsupported`].
     ///
-    /// The cost: each waiter signs of life every third of the patience while it waits (one
+    /// The cost: each waiter signs of life every half of the patience while it waits (one
     /// script call), and a hand-off takes a few more commands than without (measured in
     /// `docs/BENCHMARKS.md`).
     ///

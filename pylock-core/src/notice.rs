@@ -13,6 +13,10 @@
 //! wait, the backend marks the lock so that its release is announced too. When the notice
 //! channel itself fails, the backend says so ([`NoticeBoard::set_healthy`]), every waiter is
 //! woken, and waiters poll until it is back.
+//!
+//! Fair waiters ([`Lock::fair`](crate::Lock::fair)) subscribe with their token
+//! ([`NoticeBoard::subscribe_waiter`]) and are woken only by a notice addressed to them
+//! ([`NoticeBoard::notify_waiter`]): the backend announces a release to the first in line.
 
 use std::collections::HashMap;
 use std::fmt;

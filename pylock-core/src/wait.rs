@@ -11,7 +11,8 @@
 //!    [`crate::notice`]), so a waiter listening to healthy notices does not poll: idle, it
 //!    costs the server one attempt per holder TTL. Without notices (or while the backend says
 //!    they are down) it polls with jittered backoff, never sleeping past the holder's TTL.
-//!    The last attempt happens at the deadline.
+//!    The last attempt happens at the deadline. A fair waiter tries at least every half of
+//!    its patience, its sign of life, and leaves the queue if it gives up.
 //!
 //! The deadline bounds the whole call: a subscription still unanswered at the deadline is
 //! abandoned there, and an attempt [`FINAL_ATTEMPT_GRACE`] after it (so that the attempt made
@@ -212,8 +213,9 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
         }
         .min(deadline - now);
         if let Some(patience) = fair {
-            // A fair waiter keeps its place by trying at least every third of its patience.
-            pause = pause.min(patience / 3).max(MIN_PAUSE);
+            // A fair waiter keeps its place by trying at least every half of its patience (the
+            // other half is slack for a slow answer).
+            pause = pause.min(patience / 2).max(MIN_PAUSE);
         }
         match notice.as_mut() {
             Some(listening) => {

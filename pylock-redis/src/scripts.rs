@@ -187,9 +187,9 @@ return held
 /// give fencing tokens, the token, the TTL in ms, the patience in ms, the notice channel.
 /// Replies as [`ACQUIRE`], and `{0, -3}` for a lock that is free but another waiter's turn.
 ///
-/// The attempt joins the queue or keeps its place (its deadline moves on by the patience),
-/// drops waiters whose deadline passed, and takes the lock only if it is free and the
-/// attempt is first in line; the lock is then set marked if others still wait, so that its
+/// The attempt joins the queue or keeps its place (its deadline moves on by the patience);
+/// if the lock is free, it drops the waiters whose deadline passed and takes the lock only if
+/// it is first in line; the lock is then set marked if others still wait, so that its
 /// release is announced to the next. A lock found free while another waiter is first is
 /// announced to that waiter (a lost wake-up, or a waiter that left without a word, must not
 /// stop the line). The queue and the deadlines vanish twice the patience after the last
@@ -217,7 +217,8 @@ if holder == token or holder == token .. '+' then
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-if not redis.call('ZSCORE', queue, token) then
+-- A sign of life; new in the deadlines means new in line (they join and leave together).
+if redis.call('ZADD', alive, now_ms + patience, token) == 1 then
   -- After everyone already in line, even within the same microsecond.
   local arrival = tonumber(now[1]) * 1000000 + tonumber(now[2])
   local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2]
@@ -226,12 +227,6 @@ if not redis.call('ZSCORE', queue, token) then
   end
   redis.call('ZADD', queue, arrival, token)
 end
-redis.call('ZADD', alive, now_ms + patience, token)
-local lapsed = redis.call('ZRANGEBYSCORE', alive, '-inf', now_ms)
-if #lapsed > 0 then
-  redis.call('ZREM', queue, unpack(lapsed))
-  redis.call('ZREMRANGEBYSCORE', alive, '-inf', now_ms)
-end
 redis.call('PEXPIRE', queue, patience * 2)
 redis.call('PEXPIRE', alive, patience * 2)
 if holder then
@@ -239,6 +234,14 @@ if holder then
     redis.call('APPEND', lock, '+')
   end
   return {{0, redis.call('PTTL', lock)}}
+end
+-- Free: who is first, once the waiters not heard from within their patience are out.
+local lapsed = redis.call('ZRANGEBYSCORE', alive, '-inf', now_ms)
+for _, gone in ipairs(lapsed) do
+  redis.call('ZREM', queue, gone)
+end
+if #lapsed > 0 then
+  redis.call('ZREMRANGEBYSCORE', alive, '-inf', now_ms)
 end
 local first = redis.call('ZRANGE', queue, 0, 0)[1]
 if first ~= token then
