@@ -25,27 +25,54 @@ pub(crate) async fn uncontended(
     budget: Budget,
     mut pinger: Option<&mut Pinger>,
 ) -> (Samples, Samples) {
-    let mut samples = Samples::default();
-    let mut pings = Samples::default();
-    let started = Instant::now();
+    let mut log = CycleLog::new(budget);
     for i in 0..budget.operations {
         let lock = locks.lock(format!("uncontended:{i}"));
         if let Some(pinger) = pinger.as_deref_mut() {
-            pings.push(pinger.ping().await);
+            log.pings.push(pinger.ping().await);
         }
         let cycle = Instant::now();
         let guard = lock.acquire().await.expect("acquire");
         guard.release().await.expect("release");
-        let took = cycle.elapsed();
-        samples.push(took);
-        // Cycles per second of lock work alone, without the interleaved pings.
-        samples.elapsed += took;
-        samples.operations += 1;
-        if started.elapsed() > budget.time {
+        if !log.cycle(cycle.elapsed()) {
             break;
         }
     }
-    (samples, pings)
+    log.finish()
+}
+
+/// The timing of a loop of cycles, each preceded by a round trip: when to stop, and what
+/// each took.
+struct CycleLog {
+    samples: Samples,
+    pings: Samples,
+    started: std::time::Instant,
+    time: Duration,
+}
+
+impl CycleLog {
+    fn new(budget: Budget) -> Self {
+        CycleLog {
+            samples: Samples::default(),
+            pings: Samples::default(),
+            started: std::time::Instant::now(),
+            time: budget.time,
+        }
+    }
+
+    /// Records a cycle that took `took`; whether the time budget allows another.
+    fn cycle(&mut self, took: Duration) -> bool {
+        self.samples.push(took);
+        // Cycles per second of lock work alone, without the interleaved round trips.
+        self.samples.elapsed += took;
+        self.samples.operations += 1;
+        self.started.elapsed() <= self.time
+    }
+
+    /// The cycles, and the round trips.
+    fn finish(self) -> (Samples, Samples) {
+        (self.samples, self.pings)
+    }
 }
 
 /// The blocking API (`pylock::blocking`) from a plain thread, as code without a runtime uses
@@ -56,26 +83,20 @@ pub(crate) fn blocking(
     budget: Budget,
     mut floor: Option<&mut FloorPinger>,
 ) -> (Samples, Samples) {
-    let mut samples = Samples::default();
-    let mut pings = Samples::default();
-    let started = std::time::Instant::now();
+    let mut log = CycleLog::new(budget);
     for i in 0..budget.operations {
         let lock = locks.lock(format!("blocking:{i}"));
         if let Some(floor) = floor.as_deref_mut() {
-            pings.push(floor.ping());
+            log.pings.push(floor.ping());
         }
         let cycle = std::time::Instant::now();
         let guard = lock.acquire().expect("acquire");
         guard.release().expect("release");
-        let took = cycle.elapsed();
-        samples.push(took);
-        samples.elapsed += took;
-        samples.operations += 1;
-        if started.elapsed() > budget.time {
+        if !log.cycle(cycle.elapsed()) {
             break;
         }
     }
-    (samples, pings)
+    log.finish()
 }
 
 /// Runs `cycle(task, i)` over and over in `tasks` concurrent tasks, within `budget`, timing

@@ -8,12 +8,44 @@ use std::time::Duration;
 use pylock::blocking::Locks;
 use pylock_tests::{Kind, Needs, TestServer};
 
+/// A Redis server for a test without a runtime of its own, and the runtime that started it:
+/// a container is removed by an async drop, which needs that runtime.
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    server: Option<TestServer>,
+}
+
+impl Fixture {
+    fn start() -> Option<Fixture> {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
+        let server = runtime.block_on(TestServer::start(Kind::Redis, Needs::any()))?;
+        Some(Fixture {
+            runtime,
+            server: Some(server),
+        })
+    }
+
+    fn server(&self) -> &TestServer {
+        self.server
+            .as_ref()
+            .expect("the server lives as long as the fixture")
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.runtime.block_on(async move { drop(server) });
+        }
+    }
+}
+
 #[test]
 fn threads_exclude_each_other_and_drop_releases() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
-    let Some(server) = runtime.block_on(TestServer::start(Kind::Redis, Needs::any())) else {
+    let Some(fixture) = Fixture::start() else {
         return;
     };
+    let server = fixture.server();
     let locks = Locks::connect(server.url())
         .expect("connect")
         .key_prefix(format!("blocking:{}:", std::process::id()));
@@ -51,8 +83,6 @@ fn threads_exclude_each_other_and_drop_releases() {
         thread.join().expect("thread");
     }
     assert_eq!(counter.load(Ordering::SeqCst), THREADS as u64 * ROUNDS);
-    // A container is removed by an async drop, which needs its runtime.
-    runtime.block_on(async move { drop(server) });
 }
 
 /// A blocking holder with auto-renewal keeps its lock across several TTLs while its thread
@@ -60,10 +90,10 @@ fn threads_exclude_each_other_and_drop_releases() {
 /// only after the release.
 #[test]
 fn auto_renewal_keeps_a_blocking_holder_across_ttls_while_another_waits() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
-    let Some(server) = runtime.block_on(TestServer::start(Kind::Redis, Needs::any())) else {
+    let Some(fixture) = Fixture::start() else {
         return;
     };
+    let server = fixture.server();
     let prefix = format!("blocking-renew:{}:", std::process::id());
     let holder_locks = Locks::connect(server.url())
         .expect("connect")
@@ -79,16 +109,19 @@ fn auto_renewal_keeps_a_blocking_holder_across_ttls_while_another_waits() {
         .auto_renew()
         .acquire()
         .expect("acquire");
+    // Work for three TTLs without any pylock call on this thread.
+    let work = || {
+        for _ in 0..3 {
+            std::thread::sleep(ttl);
+            assert!(
+                !guard.is_lost(),
+                "lost its lock after {:?}",
+                guard.held_for()
+            );
+        }
+    };
     // First no other call is in progress in this process: the renewals alone keep the lock.
-    for _ in 0..3 {
-        // Work longer than a TTL without any pylock call.
-        std::thread::sleep(ttl);
-        assert!(
-            !guard.is_lost(),
-            "lost its lock after {:?}",
-            guard.held_for()
-        );
-    }
+    work();
     assert!(
         waiter_locks
             .lock("renewed")
@@ -116,18 +149,10 @@ fn auto_renewal_keeps_a_blocking_holder_across_ttls_while_another_waits() {
             guard.release().expect("release");
         })
     };
-    for _ in 0..3 {
-        std::thread::sleep(ttl);
-        assert!(
-            !guard.is_lost(),
-            "lost its lock after {:?}",
-            guard.held_for()
-        );
-    }
+    work();
     releasing.store(true, Ordering::SeqCst);
     guard.release().expect("still ours at release");
     waiter.join().expect("waiter");
-    runtime.block_on(async move { drop(server) });
 }
 
 /// One backend, used first through the blocking API, then at the same time by blocking
@@ -136,10 +161,10 @@ fn auto_renewal_keeps_a_blocking_holder_across_ttls_while_another_waits() {
 /// timeout against a healthy server), and the count under the lock is exact.
 #[test]
 fn one_backend_serves_blocking_and_async_users_in_two_runtimes() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
-    let Some(server) = runtime.block_on(TestServer::start(Kind::Redis, Needs::any())) else {
+    let Some(fixture) = Fixture::start() else {
         return;
     };
+    let (runtime, server) = (&fixture.runtime, fixture.server());
     let blocking = Locks::connect(&format!("{}?response_timeout=3s", server.url()))
         .expect("connect")
         .key_prefix(format!("blocking-mixed:{}:", std::process::id()))
@@ -200,7 +225,6 @@ fn one_backend_serves_blocking_and_async_users_in_two_runtimes() {
         scope.spawn(move || current_thread.block_on(async_users(single, counter, ROUNDS)));
     });
     assert_eq!(counter.load(Ordering::SeqCst), 5 * ROUNDS);
-    runtime.block_on(async move { drop(server) });
 }
 
 /// `rounds` increments of `counter` under the lock `shared`, from async code.
@@ -222,10 +246,10 @@ async fn async_users(locks: pylock::Locks, counter: &AtomicU64, rounds: u64) {
 /// succeeds.
 #[test]
 fn a_client_outlives_the_runtime_that_first_used_it() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime for the test server");
-    let Some(server) = runtime.block_on(TestServer::start(Kind::Redis, Needs::any())) else {
+    let Some(fixture) = Fixture::start() else {
         return;
     };
+    let server = fixture.server();
     let locks = pylock::Locks::connect(server.url())
         .expect("connect")
         .key_prefix(format!("outlives:{}:", std::process::id()));
@@ -246,5 +270,4 @@ fn a_client_outlives_the_runtime_that_first_used_it() {
         eprintln!("round {round}: {:?}", started.elapsed());
         drop(short_lived);
     }
-    runtime.block_on(async move { drop(server) });
 }
