@@ -345,8 +345,12 @@ async fn read(
     notices: Weak<Notices>,
     mut stream: PubSubStream,
     mut closed: watch::Receiver<()>,
-    mut generation: u64,
+    generation: u64,
 ) {
+    let mut reading = Reading {
+        notices: notices.clone(),
+        generation,
+    };
     loop {
         tokio::select! {
             message = stream.next() => match message {
@@ -366,9 +370,10 @@ async fn read(
                 }
                 None => {
                     tracing::debug!("pylock: redis release-notice connection lost, reconnecting");
-                    match reconnect(&notices, generation).await {
+                    match reconnect(&notices, reading.generation).await {
                         Some((next, next_closed, next_generation)) => {
-                            (stream, closed, generation) = (next, next_closed, next_generation);
+                            (stream, closed, reading.generation) =
+                                (next, next_closed, next_generation);
                         }
                         None => return,
                     }
@@ -376,6 +381,26 @@ async fn read(
             },
             // The connection was discarded (or the backend dropped): end it.
             _ = closed.changed() => return,
+        }
+    }
+}
+
+/// The reader of connection `generation`, alive. If the reader goes away while its connection
+/// is still the current one (the runtime it ran on was shut down, as each `#[tokio::test]`
+/// does), nobody reads that connection any more: it is discarded, which marks the notices
+/// down (waiters poll) and makes the next subscription connect afresh, on a live runtime.
+struct Reading {
+    notices: Weak<Notices>,
+    generation: u64,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        if let Some(notices) = self.notices.upgrade() {
+            let discarded = notices.state().discard(self.generation);
+            if discarded {
+                notices.board.set_healthy(false);
+            }
         }
     }
 }

@@ -211,3 +211,58 @@ async fn a_release_while_the_notice_connection_is_down_is_not_lost() {
         assert_eq!(counter.load(Ordering::SeqCst), 50);
     }
 }
+
+/// One client used from two runtimes (as the tests of one binary share a global client, each
+/// on its own runtime): the first runtime's waiter makes the notice subscription, the second
+/// runtime's waiter shares it, then the first runtime ends, taking the connection's reader
+/// with it. The second waiter must still get the lock at the release (its notices are marked
+/// down and it polls), not sleep until the holder's TTL.
+#[test]
+fn notices_outlive_the_runtime_that_made_them() {
+    let main = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = main.block_on(TestServer::start(Kind::Redis, Needs::control())) else {
+        return;
+    };
+    let shared = pylock::connect(server.url())
+        .expect("connect")
+        .expires(TTL)
+        .timeout(PATIENCE);
+    let holder = pylock::connect(server.url()).expect("connect").expires(TTL);
+    let held = main
+        .block_on(holder.lock("outlived").acquire())
+        .expect("holder");
+
+    let first = tokio::runtime::Runtime::new().expect("runtime");
+    let first_waiter = first.spawn({
+        let lock = shared.lock("outlived");
+        async move { lock.acquire().await.map(pylock::LockGuard::abandon) }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let second_waiter = main.spawn({
+        let lock = shared.lock("outlived");
+        async move { lock.acquire().await }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    first_waiter.abort();
+    first.shutdown_timeout(Duration::from_secs(5));
+
+    main.block_on(async {
+        held.release().await.expect("release");
+        let released = std::time::Instant::now();
+        second_waiter
+            .await
+            .expect("task")
+            .expect("the waiter of the runtime that lived on got the lock")
+            .release()
+            .await
+            .expect("release");
+        // Its last attempt at its deadline (30 s) would find the lock free too: what tells
+        // the mechanisms apart is how soon after the release it came, with a wide margin.
+        let after = released.elapsed();
+        assert!(
+            after < PATIENCE / 3,
+            "the waiter got the lock {after:?} after the release: it slept through it"
+        );
+        drop(server);
+    });
+}
