@@ -121,6 +121,7 @@ impl NoticeBoard {
             None => Arc::clone(&channel.wake),
         };
         let notice = ReleaseNotice {
+            unreliable: false,
             sources: vec![Source {
                 wake,
                 healthy: Arc::clone(&self.inner.healthy),
@@ -269,6 +270,8 @@ impl fmt::Debug for NoticeBoard {
 pub struct ReleaseNotice {
     /// One per server that announces the lock's releases (several for Redlock).
     sources: Vec<Source>,
+    /// Set by [`ReleaseNotice::unreliable`]: the waiter polls even while the board is healthy.
+    unreliable: bool,
 }
 
 struct Source {
@@ -280,9 +283,19 @@ struct Source {
 impl ReleaseNotice {
     /// A notice that fires when any of `notices` does, for a lock kept on several servers.
     pub fn any(notices: Vec<ReleaseNotice>) -> Self {
+        let unreliable = notices.iter().all(|n| n.unreliable) && !notices.is_empty();
         ReleaseNotice {
             sources: notices.into_iter().flat_map(|n| n.sources).collect(),
+            unreliable,
         }
+    }
+
+    /// This notice may not be delivered in time (e.g. it is read by a task on another
+    /// runtime, which may not be running): the waiter still wakes when it arrives, but also
+    /// polls as if the notices were down.
+    pub fn unreliable(mut self) -> Self {
+        self.unreliable = true;
+        self
     }
 
     /// Resolves once this waiter's turn to try has come: a release it was chosen to act on
@@ -315,9 +328,11 @@ impl ReleaseNotice {
     /// Whether a release can reach this waiter now: some of its servers' notice channels
     /// are up. While not, the waiter polls.
     pub fn is_healthy(&self) -> bool {
-        self.sources
-            .iter()
-            .any(|source| source.healthy.load(Ordering::SeqCst))
+        !self.unreliable
+            && self
+                .sources
+                .iter()
+                .any(|source| source.healthy.load(Ordering::SeqCst))
     }
 
     /// Gives a wake-up this waiter received but could not act on (it was cancelled before

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use pylock_core::Result;
+use pylock_core::{PerRuntime, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -62,7 +62,11 @@ pub(crate) struct Connection {
     addr: String,
     connect_timeout: Duration,
     response_timeout: Duration,
-    live: tokio::sync::Mutex<Option<mpsc::UnboundedSender<Request>>>,
+    /// The live connection's request queue, one per runtime that uses this server: its
+    /// tasks run on that runtime (see [`PerRuntime`]).
+    live: PerRuntime<mpsc::UnboundedSender<Request>>,
+    /// Held while a connection is made, so that concurrent first calls make one.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 impl Connection {
@@ -71,7 +75,8 @@ impl Connection {
             addr,
             connect_timeout,
             response_timeout,
-            live: tokio::sync::Mutex::new(None),
+            live: PerRuntime::new(),
+            connecting: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -117,9 +122,13 @@ impl Connection {
 
     /// The live connection's request queue, connecting first if there is none.
     async fn sender(&self) -> Result<mpsc::UnboundedSender<Request>> {
-        let mut live = self.live.lock().await;
-        if let Some(sender) = live.as_ref().filter(|s| !s.is_closed()) {
-            return Ok(sender.clone());
+        let live = || self.live.get().filter(|s| !s.is_closed());
+        if let Some(sender) = live() {
+            return Ok(sender);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(sender) = live() {
+            return Ok(sender);
         }
         let stream = match tokio::time::timeout(
             self.connect_timeout,
@@ -138,16 +147,13 @@ impl Connection {
         let queue: Queue = Arc::default();
         tokio::spawn(write(writer, requests, Arc::clone(&queue)));
         tokio::spawn(read(reader, queue, self.addr.clone()));
-        *live = Some(sender.clone());
+        self.live.set(sender.clone());
         Ok(sender)
     }
 
     /// Drops the connection `sender` belongs to, if it is still the current one.
     async fn forget(&self, sender: &mpsc::UnboundedSender<Request>) {
-        let mut live = self.live.lock().await;
-        if live.as_ref().is_some_and(|s| s.same_channel(sender)) {
-            *live = None;
-        }
+        self.live.forget_all_if(|live| live.same_channel(sender));
     }
 }
 

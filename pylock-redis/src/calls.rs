@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use pylock_core::{Error, Result};
+use pylock_core::{Error, PerRuntime, Result};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
@@ -22,9 +22,10 @@ use crate::errors::{from_redis, timed_out};
 
 pub(crate) struct Calls {
     connector: Connector,
-    /// The current connection and its generation (so that only the call that saw a
-    /// connection break discards it, not a newer one).
-    current: std::sync::RwLock<Option<(u64, Connection)>>,
+    /// The current connection of each runtime that calls, and its generation (so that only
+    /// the call that saw a connection break discards it, not a newer one). Per runtime: a
+    /// connection's tasks run on the runtime that made it (see [`PerRuntime`]).
+    current: PerRuntime<(u64, Connection)>,
     /// Held while a connection is made, so that concurrent first calls make one.
     connecting: tokio::sync::Mutex<u64>,
     /// The server's URL, redacted, for messages.
@@ -111,7 +112,7 @@ impl Calls {
         };
         Ok(Calls {
             connector,
-            current: std::sync::RwLock::new(None),
+            current: PerRuntime::new(),
             connecting: tokio::sync::Mutex::new(0),
             server: config.redacted_url().to_owned(),
             connect_timeout: config.connect_timeout,
@@ -151,29 +152,17 @@ impl Calls {
         let connection = self.connect().await?;
         *generation += 1;
         let current = (*generation, connection);
-        *self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(current.clone());
+        self.current.set(current.clone());
         Ok(current)
     }
 
     fn read_current(&self) -> Option<(u64, Connection)> {
-        self.current
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.current.get()
     }
 
-    /// Forgets connection `generation` if it is still the current one.
+    /// Forgets connection `generation` if it is still a current one.
     fn discard(&self, generation: u64) {
-        let mut current = self
-            .current
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-            *current = None;
-        }
+        self.current.forget_all_if(|(g, _)| *g == generation);
     }
 
     async fn connect(&self) -> std::result::Result<Connection, CallError> {

@@ -70,6 +70,8 @@ struct Subscriber {
     active: HashSet<String>,
     /// Dropped to close the current connection's reader (and so the connection).
     close: Option<watch::Sender<()>>,
+    /// The runtime the current connection's reader runs on.
+    reader_runtime: Option<tokio::runtime::Id>,
 }
 
 impl Subscriber {
@@ -86,11 +88,13 @@ impl Subscriber {
     }
 
     /// Makes `sink` the current connection; its generation.
+    /// Called on the runtime the connection's reader is spawned on.
     fn install(&mut self, sink: PubSubSink, close: watch::Sender<()>) -> u64 {
         self.generation += 1;
         self.sink = Some((self.generation, sink));
         self.active.clear();
         self.close = Some(close);
+        self.reader_runtime = current_runtime();
         self.generation
     }
 }
@@ -158,8 +162,23 @@ impl Notices {
     }
 
     /// Subscribes a waiter to `channel` (a fair waiter with its token: woken only by notices
-    /// addressed to it); returns once the server has confirmed it.
+    /// addressed to it); returns once the server has confirmed it. A waiter on another
+    /// runtime than the connection's reader gets a notice marked unreliable: that runtime
+    /// may not be running, so the waiter also polls.
     pub(crate) async fn subscribe(
+        self: &Arc<Self>,
+        channel: &str,
+        fair: Option<&pylock_core::Token>,
+    ) -> Result<ReleaseNotice> {
+        let notice = self.subscribe_here(channel, fair).await?;
+        Ok(if self.state().reader_runtime == current_runtime() {
+            notice
+        } else {
+            notice.unreliable()
+        })
+    }
+
+    async fn subscribe_here(
         self: &Arc<Self>,
         channel: &str,
         fair: Option<&pylock_core::Token>,
@@ -424,6 +443,12 @@ async fn reconnect(
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_RECONNECT_PAUSE);
     }
+}
+
+fn current_runtime() -> Option<tokio::runtime::Id> {
+    tokio::runtime::Handle::try_current()
+        .ok()
+        .map(|runtime| runtime.id())
 }
 
 /// Called (synchronously) when the last waiter of `channel` leaves.

@@ -240,34 +240,3 @@ async fn async_users(locks: pylock::Locks, counter: &AtomicU64, rounds: u64) {
         .expect("async user");
     }
 }
-
-/// A client used from one runtime that then ends (as each `#[tokio::test]` has its own), and
-/// then from another: the connections that lived on the first are replaced, and the call
-/// succeeds.
-#[test]
-fn a_client_outlives_the_runtime_that_first_used_it() {
-    let Some(fixture) = Fixture::start() else {
-        return;
-    };
-    let server = fixture.server();
-    let locks = pylock::Locks::connect(server.url())
-        .expect("connect")
-        .key_prefix(format!("outlives:{}:", std::process::id()));
-    for round in 0..3 {
-        let short_lived = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let started = std::time::Instant::now();
-        short_lived
-            .block_on(
-                locks
-                    .lock("outlived")
-                    .timeout(Duration::from_secs(5))
-                    .run(async {}),
-            )
-            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-        eprintln!("round {round}: {:?}", started.elapsed());
-        drop(short_lived);
-    }
-}
