@@ -35,6 +35,9 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 step "cargo test (unit, integration and doc tests)"
 cargo test --workspace --all-features
 
+step "cargo test without the load-time installer (feature auto-install off)"
+cargo test -p pylock --no-default-features --features redis --test explicit_install
+
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --all-features --no-deps
 

@@ -7,9 +7,11 @@ use pylock_core::Registry;
 
 /// Installs every backend that this crate's features enable into [`Registry::global`].
 ///
-/// Runs by itself when the program loads, so applications never need to call it. Call it
-/// only where load-time constructors do not run (for example when pylock is linked into a
-/// C program as a static library). Calling it again does nothing.
+/// Runs by itself when the program loads (feature `auto-install`, on by default), so
+/// applications never need to call it. Call it where load-time constructors do not run (for
+/// example when pylock is linked into a C program as a static library), or with
+/// `auto-install` off, before `Lock::new` or `Locks::connect` (`pylock::connect` and
+/// `pylock::from_env` call it themselves). Calling it again does nothing.
 pub fn install_default_backends() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| install_in(Registry::global()));
@@ -31,6 +33,7 @@ pub fn install_in(registry: &Registry) {
 // install its backends with no call from the user ("without ceremony"), as opendal's facade
 // does. It is sound here because the body only takes a `Once` and fills a `RwLock`ed map:
 // it needs no thread-local state, no allocator set up by main, and no runtime.
+#[cfg(feature = "auto-install")]
 #[allow(unsafe_code)]
 #[ctor::ctor(unsafe)]
 fn install_at_load() {
