@@ -8,8 +8,10 @@ use crate::error::{Error, Result};
 
 /// A 128-bit owner token from the operating system's secure random source.
 ///
-/// Every acquire attempt of a [`Lock`](crate::Lock) uses a fresh token; backends store it as
-/// the lock's value and compare it atomically on release and extend.
+/// Every acquire of a [`Lock`](crate::Lock) draws a fresh token, which all the attempts of
+/// that acquire share: an attempt whose reply was lost (the server set the key, the connection
+/// dropped) is then recognised as ours by the next one. Backends store it as the lock's value
+/// and compare it atomically on release and extend.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Token([u8; 16]);
 
