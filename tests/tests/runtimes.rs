@@ -11,6 +11,63 @@ use pylock_tests::{Kind, Needs, TestServer};
 const TTL: Duration = Duration::from_secs(60);
 const PATIENCE: Duration = Duration::from_secs(30);
 
+/// A runtime on a thread of its own that runs `work`, then stays alive without running
+/// (its thread blocked on other work) until the returned [`Stopped`] is dropped.
+fn runtime_that_stops_running<F>(work: impl FnOnce() -> F + Send + 'static) -> Stopped
+where
+    F: std::future::Future<Output = ()>,
+{
+    let (idle, resume) = (mpsc::channel::<()>(), mpsc::channel::<()>());
+    let thread = std::thread::spawn({
+        let (idle, resume) = (idle.0, resume.1);
+        move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(work());
+            // Alive, not running: blocked on something else.
+            idle.send(()).expect("idle");
+            let _ = resume.recv();
+        }
+    });
+    idle.1.recv().expect("the first runtime is idle");
+    Stopped {
+        resume: Some(resume.0),
+        thread: Some(thread),
+    }
+}
+
+/// A runtime that stopped running; dropping this lets its thread end.
+struct Stopped {
+    resume: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        drop(self.resume.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Twenty acquire + release cycles of `locks` from the calling runtime, each bounded.
+async fn cycles(locks: &pylock::Locks) {
+    for i in 0..20 {
+        locks
+            .lock(format!("second-{i}"))
+            .timeout(Duration::from_secs(5))
+            .acquire()
+            .await
+            .expect("a call of the second runtime, on its own connection")
+            .release()
+            .await
+            .expect("release");
+    }
+}
+
 /// A client used from one runtime that then ends (as each `#[tokio::test]` has its own), and
 /// then from another: the connections that lived on the first are replaced, and the call
 /// succeeds.
@@ -114,47 +171,25 @@ fn a_runtime_that_stopped_running_holds_up_no_one() {
     let held = main.block_on(other.lock("parked").acquire()).expect("held");
 
     // The first runtime: a call, and a waiter that subscribes and stays parked, then it idles.
-    let (idle, resume) = (mpsc::channel::<()>(), mpsc::channel::<()>());
-    let first = std::thread::spawn({
+    let stopped = runtime_that_stops_running({
         let shared = shared.clone();
-        let (idle, resume) = (idle.0, resume.1);
-        move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                shared
-                    .lock("first")
-                    .acquire()
-                    .await
-                    .expect("first call")
-                    .release()
-                    .await
-                    .expect("release");
-                let lock = shared.lock("parked").timeout(PATIENCE);
-                tokio::spawn(async move { lock.acquire().await });
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            });
-            // Alive, not running: blocked on something else.
-            idle.send(()).expect("idle");
-            let _ = resume.recv();
-        }
-    });
-    idle.1.recv().expect("the first runtime is idle");
-
-    main.block_on(async {
-        for i in 0..20 {
+        move || async move {
             shared
-                .lock(format!("second-{i}"))
-                .timeout(Duration::from_secs(5))
+                .lock("first")
                 .acquire()
                 .await
-                .expect("a call of the second runtime, on its own connection")
+                .expect("first call")
                 .release()
                 .await
                 .expect("release");
+            let lock = shared.lock("parked").timeout(PATIENCE);
+            tokio::spawn(async move { lock.acquire().await });
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
+    });
+
+    main.block_on(async {
+        cycles(&shared).await;
         // The lock the first runtime's parked waiter waits for: its channel is subscribed on
         // the first runtime's notice connection, which nobody reads now.
         let waiter = tokio::spawn({
@@ -179,8 +214,7 @@ fn a_runtime_that_stopped_running_holds_up_no_one() {
             "the waiter got the lock {after:?} after the release: it slept through it"
         );
     });
-    resume.0.send(()).expect("resume");
-    first.join().expect("first thread");
+    drop(stopped);
     main.block_on(async move { drop(server) });
 }
 
@@ -194,43 +228,19 @@ fn memcached_calls_do_not_wait_on_a_runtime_that_stopped_running() {
     };
     let url = format!("{}?response_timeout=2s", server.url());
     let shared = pylock::connect(&url).expect("connect");
-    let (idle, resume) = (mpsc::channel::<()>(), mpsc::channel::<()>());
-    let first = std::thread::spawn({
+    let stopped = runtime_that_stops_running({
         let shared = shared.clone();
-        let (idle, resume) = (idle.0, resume.1);
-        move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let lock = shared.lock("first");
-                lock.acquire()
-                    .await
-                    .expect("first")
-                    .release()
-                    .await
-                    .expect("release");
-            });
-            idle.send(()).expect("idle");
-            let _ = resume.recv();
-        }
-    });
-    idle.1.recv().expect("the first runtime is idle");
-    main.block_on(async {
-        for i in 0..20 {
-            shared
-                .lock(format!("second-{i}"))
-                .timeout(Duration::from_secs(5))
-                .acquire()
+        move || async move {
+            let lock = shared.lock("first");
+            lock.acquire()
                 .await
-                .expect("a call of the second runtime, on its own connection")
+                .expect("first")
                 .release()
                 .await
                 .expect("release");
         }
     });
-    resume.0.send(()).expect("resume");
-    first.join().expect("first thread");
+    main.block_on(cycles(&shared));
+    drop(stopped);
     main.block_on(async move { drop(server) });
 }
