@@ -802,20 +802,6 @@ mod tests {
         guard.release().await.unwrap();
     }
 
-    /// Collects what the `fmt` subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     #[tokio::test(flavor = "current_thread")]
     async fn a_timeout_of_duration_max_waits_as_long_as_it_takes() {
         let locks = locks();
@@ -834,98 +820,5 @@ mod tests {
             .await
             .unwrap()
             .expect("no limit: got the lock after the release");
-    }
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn traces_show_waits_attempts_and_hold_times() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _default = tracing::subscriber::set_default(subscriber);
-
-        let locks = locks();
-        let holder = locks.lock("traced").acquire().await.unwrap();
-        let waiter = tokio::spawn({
-            let lock = locks.lock("traced");
-            async move { lock.acquire().await.unwrap().release().await.unwrap() }
-        });
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        holder.release().await.unwrap();
-        waiter.await.unwrap();
-
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        assert!(text.contains("pylock.acquire"), "{text}");
-        assert!(text.contains("key=traced"), "{text}");
-        let waiter_line = text
-            .lines()
-            .find(|line| line.contains("acquired") && line.contains("fence=2"))
-            .unwrap_or_else(|| panic!("no acquire event for the waiter: {text}"));
-        let attempts: u32 = waiter_line
-            .split("attempts=")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no attempt count: {waiter_line}"));
-        assert!(attempts >= 2, "the waiter had to try again: {waiter_line}");
-        assert!(text.contains("waited_us="), "{text}");
-        assert!(text.contains("held_us="), "{text}");
-        assert!(text.contains("pylock: released"), "{text}");
-
-        // The spans, as an operator graphs them: each acquire with its attempts, wait and
-        // outcome; each hold with its fence, duration and end.
-        let closed = |name: &str| -> Vec<String> {
-            let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-            text.lines()
-                .filter(|line| line.contains(name) && line.contains("close"))
-                .map(str::to_owned)
-                .collect()
-        };
-        let acquires = closed("pylock.acquire{");
-        assert!(
-            acquires
-                .iter()
-                .any(|line| line.contains("outcome=\"acquired\"")
-                    && line.contains("backend=\"memory\"")
-                    && line.contains("waited_us=")),
-            "{acquires:?}"
-        );
-        let held = locks.lock("traced").timeout(Duration::ZERO);
-        let guard = held.acquire().await.unwrap();
-        assert!(matches!(
-            held.acquire().await,
-            Err(crate::Error::Timeout { .. })
-        ));
-        assert!(
-            closed("pylock.acquire{")
-                .iter()
-                .any(|line| line.contains("outcome=\"timeout\"")),
-            "{text}"
-        );
-        drop(guard);
-        locks.lock("traced").acquire().await.unwrap().abandon();
-        let expiring = locks.lock("lost").expires(Duration::from_millis(10));
-        let guard = expiring.acquire().await.unwrap();
-        assert_eq!(guard.lost().await, crate::LostReason::Expired);
-        drop(guard);
-        tokio::task::yield_now().await;
-        let holds = closed("pylock.hold{");
-        for end in ["released", "dropped", "abandoned", "lost"] {
-            assert!(
-                holds
-                    .iter()
-                    .any(|line| line.contains(&format!("end=\"{end}\""))
-                        && line.contains("held_us=")),
-                "no hold ended {end}: {holds:?}"
-            );
-        }
-        assert!(
-            holds.iter().any(|line| line.contains("fence=")),
-            "{holds:?}"
-        );
     }
 }

@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex};
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Captured {
-    /// Installs a DEBUG-level subscriber for the current thread; it records until the returned
-    /// guard is dropped.
+    /// Installs a TRACE-level subscriber for the current thread, which also writes a line when
+    /// a span closes (with its fields, as an operator's collector sees them); it records until
+    /// the returned guard is dropped.
     pub fn install(&self) -> tracing::subscriber::DefaultGuard {
         let writer = self.clone();
         let subscriber = tracing_subscriber::fmt()
             .with_max_level(tracing::Level::TRACE)
             .with_ansi(false)
+            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::set_default(subscriber)
