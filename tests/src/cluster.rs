@@ -1,5 +1,10 @@
 //! A real Redis Cluster on loopback ports: `redis-server` processes in cluster mode, joined by
 //! `redis-cli --cluster create`. Dropping it stops every node.
+//!
+//! It is a blocking API. The methods that wait for the cluster to settle (`start`,
+//! `restart`, `wait_for_failover`, `wait_until_healthy`) take seconds: async tests call them
+//! inside `tokio::task::spawn_blocking` or `block_in_place`. The others run one `redis-cli`
+//! command or send a signal, and may be called directly.
 
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -227,7 +227,7 @@ impl TestServer {
             }
         }
         if matches!(wanted, None | Some(Provider::Binary)) {
-            match start_binary(kind, &needs.args) {
+            match start_binary(kind, &needs.args).await {
                 Ok(server) => return Some(announce(server)),
                 Err(reason) => reasons.push(format!("binary: {reason}")),
             }
@@ -279,7 +279,8 @@ impl TestServer {
         wait_until(
             || TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).is_err(),
             "stop",
-        );
+        )
+        .await;
     }
 
     /// Starts a stopped server again on the same port, empty.
@@ -293,7 +294,9 @@ impl TestServer {
                 *child = Some(spawn(self.kind, self.port, &self.args).expect("restart the binary"));
             }
         }
-        wait_ready(self.port).expect("the restarted server answers");
+        wait_ready(self.port)
+            .await
+            .expect("the restarted server answers");
     }
 
     /// Freezes the server (SIGSTOP, or a paused container): connections stay open, nothing
@@ -379,7 +382,7 @@ async fn start_container(kind: Kind, args: &[String]) -> Result<TestServer, Stri
         .start()
         .await
         .map_err(|e| format!("starting {image}: {e}"))?;
-    wait_ready(port)?;
+    wait_ready(port).await?;
     Ok(TestServer {
         kind,
         provider: Provider::Container,
@@ -390,7 +393,7 @@ async fn start_container(kind: Kind, args: &[String]) -> Result<TestServer, Stri
     })
 }
 
-fn start_binary(kind: Kind, args: &[String]) -> Result<TestServer, String> {
+async fn start_binary(kind: Kind, args: &[String]) -> Result<TestServer, String> {
     let port = free_port()?;
     let child = spawn(kind, port, args)?;
     let mut server = TestServer {
@@ -401,7 +404,7 @@ fn start_binary(kind: Kind, args: &[String]) -> Result<TestServer, String> {
         args: args.to_vec(),
         process: Process::Binary(Some(child)),
     };
-    if let Err(reason) = wait_ready(port) {
+    if let Err(reason) = wait_ready(port).await {
         if let Process::Binary(Some(child)) = &mut server.process {
             let _ = child.kill();
         }
@@ -443,24 +446,26 @@ pub fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-fn wait_ready(port: u16) -> Result<(), String> {
+/// Waits, without holding up the test's runtime, until something listens on `port`.
+async fn wait_ready(port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
             return Ok(());
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(format!("nothing listens on 127.0.0.1:{port} after 20 s"))
 }
 
-fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+/// Waits, without holding up the test's runtime, until `done` (a quick local check) is true.
+async fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {
         assert!(
             Instant::now() < deadline,
             "the server did not {what} within 20 s"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
