@@ -33,6 +33,11 @@ step "cargo clippy (all targets, all features, warnings denied)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 step "cargo test (unit, integration and doc tests)"
+# A test whose server cannot be had outside CI is skipped and still shows `ok` (libtest cannot
+# mark it ignored at run time); each skip is recorded here and listed at the end.
+export PYLOCK_SKIP_LOG="${TMPDIR:-/tmp}/pylock-skipped-tests.$$"
+rm -f "$PYLOCK_SKIP_LOG"
+trap 'rm -f "$PYLOCK_SKIP_LOG"' EXIT
 cargo test --workspace --all-features
 
 step "cargo test without the load-time installer (feature auto-install off)"
@@ -50,4 +55,10 @@ rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/pylock-[0-9]* \
        "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/pylock-[a-z]*-[0-9]*
 cargo package --workspace --allow-dirty
 
-step "all checks passed"
+if [ -s "$PYLOCK_SKIP_LOG" ]; then
+  step "all checks passed, but $(wc -l <"$PYLOCK_SKIP_LOG") tests were SKIPPED for want of a server"
+  sort "$PYLOCK_SKIP_LOG"
+  echo "(install redis-server and memcached, or start a Docker engine, to run them)"
+else
+  step "all checks passed"
+fi

@@ -51,11 +51,7 @@ impl TestCluster {
     fn start_with(masters: usize, replicas: usize, tls: Option<ClusterTls>) -> Option<TestCluster> {
         for binary in ["redis-server", "redis-cli"] {
             if Command::new(binary).arg("--version").output().is_err() {
-                let message = format!("no {binary} to build a test cluster with");
-                if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-                    panic!("{message}");
-                }
-                let _ = writeln!(std::io::stderr(), "SKIPPED (not in CI): {message}");
+                crate::skip::skip(&format!("no {binary} to build a test cluster with"));
                 return None;
             }
         }

@@ -7,6 +7,7 @@ pub mod docker;
 pub mod outage;
 pub mod proxy;
 pub mod server;
+pub mod skip;
 pub mod traces;
 
 pub use cluster::{ClusterTls, TestCluster};

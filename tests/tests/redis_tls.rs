@@ -101,10 +101,8 @@ impl Pki {
             });
         if made {
             Some(Pki { dir })
-        } else if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("openssl could not make the test certificates");
         } else {
-            eprintln!("SKIPPED (not in CI): openssl could not make the test certificates");
+            pylock_tests::skip::skip("openssl could not make the test certificates");
             None
         }
     }
