@@ -138,6 +138,15 @@ pub enum Error {
     #[error("pylock::blocking was called inside an async runtime; use the async API there")]
     BlockingInRuntime,
 
+    /// The runtime under `pylock::blocking` could not be started: the operating system refused
+    /// its thread or its event queue. Every blocking call then returns this; the failure is
+    /// the system's, not the call's or a backend's.
+    #[error("the runtime of pylock::blocking could not be started: {reason}")]
+    BlockingRuntime {
+        /// What the operating system said.
+        reason: String,
+    },
+
     /// The operating system's secure random source failed while making an owner token.
     #[error("the OS random source failed to produce an owner token")]
     Random(#[source] BoxError),

@@ -43,7 +43,9 @@
 //! ```
 //!
 //! Calling it from inside an async runtime would block that runtime's thread, so every
-//! call there returns [`Error::BlockingInRuntime`] instead; use the async API there.
+//! call there returns [`Error::BlockingInRuntime`] instead; use the async API there. Should
+//! the operating system refuse the runtime's thread, every call returns
+//! [`Error::BlockingRuntime`].
 
 mod runtime;
 

@@ -102,10 +102,8 @@ fn shared() -> Result<&'static Shared> {
     static SHARED: OnceLock<std::result::Result<&'static Shared, String>> = OnceLock::new();
     match SHARED.get_or_init(start) {
         Ok(shared) => Ok(shared),
-        Err(reason) => Err(Error::Backend {
-            backend: "blocking",
-            context: "starting the runtime of pylock::blocking".to_owned(),
-            source: Box::new(std::io::Error::other(reason.clone())),
+        Err(reason) => Err(Error::BlockingRuntime {
+            reason: reason.clone(),
         }),
     }
 }
@@ -138,7 +136,7 @@ fn start() -> std::result::Result<&'static Shared, String> {
 /// # Errors
 ///
 /// [`Error::BlockingInRuntime`] inside an async runtime (it would block that runtime's
-/// thread); [`Error::Backend`] if the runtime or its driver thread cannot be started.
+/// thread); [`Error::BlockingRuntime`] if the runtime or its driver thread cannot be started.
 pub(crate) fn block_on<F: Future>(future: F) -> Result<F::Output> {
     if tokio::runtime::Handle::try_current().is_ok() {
         return Err(Error::BlockingInRuntime);
