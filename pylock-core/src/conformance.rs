@@ -36,8 +36,9 @@ use crate::backend::{Attempt, Capabilities, LockBackend};
 use crate::error::{Error, Result};
 use crate::guard::LockGuard;
 use crate::hold::LostReason;
-use crate::lock::{Lock, Locks, MAX_EXPIRES};
+use crate::lock::{Lock, Locks};
 use crate::notice::ReleaseNotice;
+use crate::request::MAX_EXPIRES;
 use crate::settings::{Backoff, DEFAULT_KEY_PREFIX};
 use crate::token::Token;
 

@@ -10,8 +10,8 @@ use tracing::Instrument;
 use crate::backend::LockBackend;
 use crate::error::Result;
 use crate::hold::{End, Hold, LostReason};
-use crate::lock::check_ttl;
 use crate::renewal::renew;
+use crate::request::{Renewal, check_ttl};
 use crate::token::Token;
 
 /// A held lock. Release it with [`release`](Self::release).
@@ -29,13 +29,6 @@ pub struct LockGuard {
     renewal: Option<AbortHandle>,
     /// Set once the server has answered a release, so that `Drop` has nothing left to do.
     settled: bool,
-}
-
-/// How a guard renews itself, if it does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Renewal {
-    pub(crate) ttl: Duration,
-    pub(crate) max_hold: Option<Duration>,
 }
 
 impl LockGuard {

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use crate::backend::{Holder, LockBackend};
 use crate::error::{Error, Result};
-use crate::guard::{LockGuard, Renewal};
+use crate::guard::LockGuard;
 use crate::registry::Registry;
+use crate::request::{Options, Request};
 use crate::settings::Settings;
 use crate::wait::{self, Outcome};
 
@@ -162,32 +163,13 @@ pub struct Lock {
     /// `None`: the process-wide default client, resolved at the first acquire.
     client: Option<Locks>,
     key: String,
-    timeout: Option<Duration>,
-    expires: Option<Duration>,
-    key_prefix: Option<String>,
-    auto_renew: bool,
-    max_hold: Option<Duration>,
-    /// `Some(patience)`: first come, first served.
-    fair: Option<Duration>,
+    options: Options,
 }
 
 /// How long a fair waiter keeps its place in the queue without a sign of life, unless
 /// [`Lock::fair_patience`] says otherwise. It signs every half of it while it waits; a
 /// waiter that died (its process killed, its runtime gone) is skipped once this has passed.
 pub const DEFAULT_FAIR_PATIENCE: Duration = Duration::from_secs(15);
-
-/// Everything an acquire needs, validated.
-#[derive(Debug)]
-pub(crate) struct Request {
-    pub(crate) locks: Locks,
-    pub(crate) key: String,
-    pub(crate) server_key: String,
-    pub(crate) expires: Duration,
-    pub(crate) timeout: Duration,
-    pub(crate) renewal: Option<Renewal>,
-    /// `Some(patience)` for a fair acquire.
-    pub(crate) fair: Option<Duration>,
-}
 
 impl Lock {
     /// A lock on the default backend: `PYLOCK_URL`, or in-process `memory://` when unset.
@@ -208,12 +190,7 @@ impl Lock {
         Lock {
             client: None,
             key: key.into(),
-            timeout: None,
-            expires: None,
-            key_prefix: None,
-            auto_renew: false,
-            max_hold: None,
-            fair: None,
+            options: Options::default(),
         }
     }
 
@@ -221,19 +198,19 @@ impl Lock {
     /// `Duration::MAX` (or anything from [`NO_LIMIT`](crate::NO_LIMIT), 100 years, up) as long
     /// as it takes.
     pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+        self.options.timeout = Some(timeout);
         self
     }
 
     /// How long the lock lives unless released or extended.
     pub fn expires(mut self, expires: Duration) -> Self {
-        self.expires = Some(expires);
+        self.options.expires = Some(expires);
         self
     }
 
     /// The key prefix for this lock, instead of the client's.
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = Some(prefix.into());
+        self.options.key_prefix = Some(prefix.into());
         self
     }
 
@@ -260,7 +237,7 @@ impl Lock {
     /// # }
     /// ```
     pub fn auto_renew(mut self) -> Self {
-        self.auto_renew = true;
+        self.options.auto_renew = true;
         self
     }
 
@@ -269,7 +246,7 @@ impl Lock {
     /// acquire (rounded up to the backend's TTL resolution), and the guard then reports it
     /// lost.
     pub fn max_hold(mut self, max_hold: Duration) -> Self {
-        self.max_hold = Some(max_hold);
+        self.options.max_hold = Some(max_hold);
         self
     }
 
@@ -314,7 +291,7 @@ impl Lock {
     /// # }
     /// ```
     pub fn fair(mut self) -> Self {
-        self.fair = Some(self.fair.unwrap_or(DEFAULT_FAIR_PATIENCE));
+        self.options.fair = Some(self.options.fair.unwrap_or(DEFAULT_FAIR_PATIENCE));
         self
     }
 
@@ -322,7 +299,7 @@ impl Lock {
     /// rather than [`DEFAULT_FAIR_PATIENCE`]. Shorter means a dead waiter holds up the queue
     /// less, and live waiters sign of life more often.
     pub fn fair_patience(mut self, patience: Duration) -> Self {
-        self.fair = Some(patience);
+        self.options.fair = Some(patience);
         self
     }
 
@@ -449,7 +426,7 @@ impl Lock {
     /// [`acquire`](Self::acquire).
     pub async fn inspect(&self) -> Result<Option<Holder>> {
         let request = self.request()?;
-        request.locks.backend().inspect(&request.server_key).await
+        request.backend.inspect(&request.server_key).await
     }
 
     /// Deletes this lock whoever holds it, and wakes its waiters. For operators, when a holder
@@ -462,11 +439,7 @@ impl Lock {
     pub async fn force_release(&self) -> Result<bool> {
         let request = self.request()?;
         tracing::warn!(key = %self.key, "pylock: forced release");
-        request
-            .locks
-            .backend()
-            .force_release(&request.server_key)
-            .await
+        request.backend.force_release(&request.server_key).await
     }
 
     fn request(&self) -> Result<Request> {
@@ -474,95 +447,8 @@ impl Lock {
             Some(locks) => locks.clone(),
             None => Locks::global()?,
         };
-        let settings = locks.settings();
-        let expires = self.expires.unwrap_or(settings.expires);
-        let timeout = self.timeout.unwrap_or(settings.timeout);
-        let prefix = self.key_prefix.as_deref().unwrap_or(&settings.key_prefix);
-        let capabilities = locks.backend().capabilities();
-
-        if self.key.is_empty() {
-            return Err(Error::invalid_key(
-                &self.key,
-                "a lock key must not be empty",
-            ));
-        }
-        let server_key = format!("{prefix}{}", self.key);
-        if let Some(max) = capabilities.max_key_len
-            && server_key.len() > max
-        {
-            return Err(Error::invalid_key(
-                &self.key,
-                format!(
-                    "{} bytes with its prefix; the {} backend takes at most {max}",
-                    server_key.len(),
-                    locks.backend().name()
-                ),
-            ));
-        }
-        check_ttl("expires", expires, locks.backend().as_ref())?;
-        // A hold never outlasts its bound, renewals or not.
-        let expires = match self.max_hold {
-            Some(max_hold) => {
-                check_ttl("max_hold", max_hold, locks.backend().as_ref())?;
-                expires.min(max_hold)
-            }
-            None => expires,
-        };
-        let renewal = self.auto_renew.then_some(Renewal {
-            ttl: expires,
-            max_hold: self.max_hold,
-        });
-        if let Some(patience) = self.fair {
-            if !capabilities.fair {
-                return Err(Error::Unsupported {
-                    backend: locks.backend().name(),
-                    operation: "keep fair locks (Lock::fair)",
-                });
-            }
-            check_ttl("fair_patience", patience, locks.backend().as_ref())?;
-        }
-        Ok(Request {
-            key: self.key.clone(),
-            server_key,
-            expires,
-            timeout,
-            renewal,
-            fair: self.fair,
-            locks,
-        })
+        Request::new(locks.backend(), locks.settings(), &self.key, &self.options)
     }
-}
-
-/// The longest expiry any lock may have, whatever the backend: a lock meant to outlive this
-/// is a bug, and the cap keeps deadline arithmetic far from overflow.
-pub const MAX_EXPIRES: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
-
-/// Checks a TTL against what the backend can represent.
-pub(crate) fn check_ttl(name: &str, ttl: Duration, backend: &dyn LockBackend) -> Result<()> {
-    if ttl.is_zero() {
-        return Err(Error::invalid_option(
-            name,
-            "must be longer than zero: a lock that expires at once protects nothing",
-        ));
-    }
-    if ttl > MAX_EXPIRES {
-        return Err(Error::invalid_option(
-            name,
-            format!("{ttl:?} is longer than the 100 years pylock allows"),
-        ));
-    }
-    if let Some(max) = backend.capabilities().max_ttl
-        && ttl > max
-    {
-        return Err(Error::invalid_option(
-            name,
-            format!(
-                "{ttl:?} is longer than the {} backend can hold a lock ({max:?})",
-                backend.name()
-            ),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -574,6 +460,7 @@ mod tests {
     use super::*;
     use crate::backend::{Attempt, Capabilities};
     use crate::memory::MemoryBackend;
+    use crate::request::MAX_EXPIRES;
     use crate::settings::{Backoff, DEFAULT_EXPIRES, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT};
     use crate::token::Token;
 

@@ -36,8 +36,8 @@ use crate::backend::{Attempt, LockBackend};
 use crate::error::{Error, Result};
 use crate::guard::{LockGuard, release_in_background};
 use crate::hold::Hold;
-use crate::lock::Request;
 use crate::notice::ReleaseNotice;
+use crate::request::Request;
 use crate::settings::Backoff;
 use crate::token::Token;
 
@@ -53,9 +53,6 @@ pub(crate) enum Outcome {
 /// acquire's timeout.
 pub const FINAL_ATTEMPT_GRACE: Duration = Duration::from_millis(20);
 
-/// A timeout this long or longer (`Duration::MAX`) means waiting as long as it takes.
-pub const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
 /// Never sleep less than this between attempts, so a backend reporting a zero remaining TTL
 /// over and over cannot make a waiter spin.
 const MIN_PAUSE: Duration = Duration::from_millis(1);
@@ -67,7 +64,7 @@ pub(crate) async fn acquire(request: Request) -> Result<Outcome> {
     let span = tracing::info_span!(
         "pylock.acquire",
         key = %request.key,
-        backend = request.locks.backend().name(),
+        backend = request.backend.name(),
         attempts = tracing::field::Empty,
         waited_us = tracing::field::Empty,
         outcome = tracing::field::Empty,
@@ -91,8 +88,11 @@ pub(crate) async fn acquire(request: Request) -> Result<Outcome> {
 }
 
 async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
+    let started = Instant::now();
+    let deadline = request.deadline(started)?;
     let Request {
-        locks,
+        backend,
+        retry,
         key,
         server_key,
         expires,
@@ -100,11 +100,6 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
         renewal,
         fair,
     } = request;
-    let backend = Arc::clone(locks.backend());
-    let started = Instant::now();
-    let deadline = started.checked_add(timeout.min(NO_LIMIT)).ok_or_else(|| {
-        Error::invalid_option("timeout", "this machine's clock cannot count so far")
-    })?;
     let cutoff = deadline
         .checked_add(FINAL_ATTEMPT_GRACE)
         .unwrap_or(deadline);
@@ -113,7 +108,7 @@ async fn wait_for(request: Request, attempts: &mut u32) -> Result<Outcome> {
     let mut notice: Option<Listening> = None;
     let mut subscribed = false;
     let mut unsettled = Unsettled::new(Arc::clone(&backend), &server_key, token, &key);
-    let mut pauses = Pauses::new(locks.settings().retry, token);
+    let mut pauses = Pauses::new(retry, token);
     // Whether the server ever said the lock was held: at the deadline, that makes the outcome
     // a timeout rather than an outage.
     let mut seen_held = false;
