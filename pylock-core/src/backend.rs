@@ -176,8 +176,8 @@ impl Capabilities {
 
 /// A lock server, reduced to its atomic primitives.
 ///
-/// Implement this to add a backend; register it under a URL scheme with
-/// [`Registry::register`](crate::Registry::register), or hand an `Arc` of it to
+/// Implement this to add a backend; install it under its URL schemes with a
+/// [`BackendDescriptor`](crate::BackendDescriptor), or hand an `Arc` of it to
 /// [`Locks::new`](crate::Locks::new). Run the conformance suite (feature `conformance`)
 /// against it. The core has already validated the key and TTL, added the key prefix and made
 /// the token when these are called.

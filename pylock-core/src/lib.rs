@@ -135,9 +135,9 @@
 //!
 //! # Writing a backend
 //!
-//! Implement [`LockBackend`] (four atomic primitives plus [`Capabilities`]), give it a
-//! factory that parses its URL with [`url::ConnectionUrl`], and register it:
-//! `Registry::global().register("myscheme", my_factory)`. Then run
+//! Implement [`LockBackend`] (four atomic primitives plus [`Capabilities`]), describe it with
+//! a [`BackendDescriptor`] (its schemes, and a function that parses its URL with
+//! [`url::ConnectionUrl`]), and install it: `Registry::global().install(BACKENDS)`. Then run
 //! `conformance::run_all` against it in a test (feature `conformance`).
 //!
 //! # Minimum supported Rust version
@@ -184,8 +184,12 @@ pub use lock::{DEFAULT_FAIR_PATIENCE, DEFAULT_URL, Lock, Locks, URL_ENV};
 pub use memory::MemoryBackend;
 pub use notice::{IdleHook, NoticeBoard, ReleaseNotice};
 pub use per_runtime::PerRuntime;
-pub use registry::{Factory, Registry};
+pub use registry::{BackendDescriptor, Factory, Registry};
 pub use request::{MAX_EXPIRES, NO_LIMIT};
 pub use settings::{Backoff, DEFAULT_EXPIRES, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT, Settings};
 pub use token::Token;
 pub use wait::FINAL_ATTEMPT_GRACE;
+
+/// The backends every [`Registry::with_builtins`] (and so [`Registry::global`]) starts with.
+/// The crate root lists them so that the registry itself names no backend.
+const BUILT_IN: &[BackendDescriptor] = memory::BACKENDS;

@@ -19,12 +19,17 @@ use tokio::time::Instant;
 use crate::backend::{Attempt, Capabilities, Holder, LockBackend};
 use crate::error::Result;
 use crate::notice::{NoticeBoard, ReleaseNotice};
-use crate::registry::Registry;
+use crate::registry::BackendDescriptor;
 use crate::token::Token;
 use crate::url::ConnectionUrl;
 
-/// The URL schemes of this backend.
-pub const SCHEMES: &[&str] = &["memory"];
+/// `memory://`, for [`Registry::install`](crate::Registry::install); the core's registries
+/// start with it.
+pub const BACKENDS: &[BackendDescriptor] = &[BackendDescriptor {
+    name: "memory",
+    schemes: &["memory"],
+    open,
+}];
 
 /// Expired entries are swept after this many acquisitions, so a process that locks many
 /// distinct keys does not keep them all.
@@ -332,13 +337,6 @@ pub fn open(url: &str) -> Result<Arc<dyn LockBackend>> {
         }
     };
     Ok(MemoryBackend::shared(name))
-}
-
-/// Adds `memory://` to `registry`.
-pub fn register_in(registry: &Registry) {
-    for scheme in SCHEMES {
-        registry.register(scheme, open);
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
 //! URL scheme -> backend factory.
 //!
-//! The process-wide [`Registry::global`] starts with `memory://`; backend crates add their
-//! schemes with their `register` function (the `pylock` facade does this for the backends its
-//! features enable), and third parties call [`Registry::register`] for their own.
+//! Each backend crate describes itself with [`BackendDescriptor`] constants (its schemes and
+//! the function that opens one from a URL), exported as `BACKENDS`, and a registry installs
+//! them with [`Registry::install`], the one call for every backend, the core's `memory://`
+//! included. The process-wide [`Registry::global`] starts with the core's built-in backends;
+//! the `pylock` facade installs those its features enable; a third party installs its own, or
+//! registers a single factory with [`Registry::register`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -10,12 +13,41 @@ use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use crate::backend::LockBackend;
 use crate::error::{Error, Result};
-use crate::memory;
 use crate::url::{redact_url, scheme_of};
 
 /// Builds a backend from a full connection URL. Factories parse the URL and may defer
 /// connecting to the first operation, so they are cheap and synchronous.
 pub type Factory = Arc<dyn Fn(&str) -> Result<Arc<dyn LockBackend>> + Send + Sync>;
+
+/// A backend as a registry knows it: its name, the URL schemes it serves, and the function
+/// that builds it from a full URL of one of them.
+///
+/// ```
+/// use std::sync::Arc;
+/// use pylock_core::{BackendDescriptor, LockBackend, MemoryBackend, Registry, Result};
+///
+/// fn open(_url: &str) -> Result<Arc<dyn LockBackend>> {
+///     Ok(Arc::new(MemoryBackend::new()))
+/// }
+///
+/// /// What `my-backend` gives its users to install.
+/// pub const BACKENDS: &[BackendDescriptor] =
+///     &[BackendDescriptor { name: "mine", schemes: &["mine", "mines"], open }];
+///
+/// let registry = Registry::new();
+/// registry.install(BACKENDS);
+/// assert_eq!(registry.schemes(), ["mine", "mines"]);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct BackendDescriptor {
+    /// The backend's name, as [`LockBackend::name`] gives it.
+    pub name: &'static str,
+    /// The URL schemes it serves, lowercase.
+    pub schemes: &'static [&'static str],
+    /// Builds the backend from a full URL of one of `schemes`: parses it (cheap, synchronous;
+    /// connecting waits for the first operation) and refuses what it cannot use.
+    pub open: fn(&str) -> Result<Arc<dyn LockBackend>>,
+}
 
 /// A table of URL schemes and the factories that build their backends.
 #[derive(Default)]
@@ -29,10 +61,10 @@ impl Registry {
         Self::default()
     }
 
-    /// A registry holding the core's own backend, `memory://`.
+    /// A registry holding the core's built-in backends (`memory://`).
     pub fn with_builtins() -> Self {
         let registry = Self::new();
-        memory::register_in(&registry);
+        registry.install(crate::BUILT_IN);
         registry
     }
 
@@ -63,6 +95,16 @@ impl Registry {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(scheme.to_ascii_lowercase(), Arc::new(factory));
+    }
+
+    /// Registers every scheme of each of `backends`, replacing earlier factories of the same
+    /// schemes.
+    pub fn install(&self, backends: &[BackendDescriptor]) {
+        for backend in backends {
+            for scheme in backend.schemes {
+                self.register(scheme, backend.open);
+            }
+        }
     }
 
     /// Whether `scheme` has a factory.
@@ -150,7 +192,7 @@ mod tests {
     #[test]
     fn schemes_are_case_insensitive_and_replaceable() {
         let registry = Registry::new();
-        registry.register("Mem", |url: &str| memory::open(url));
+        registry.register("Mem", |url: &str| crate::memory::open(url));
         assert!(registry.contains("mem"));
         assert!(registry.connect("MEM://").is_ok());
         assert_eq!(registry.schemes(), vec!["mem".to_owned()]);

@@ -35,9 +35,9 @@
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> pylock_core::Result<()> {
-//! use pylock_core::Locks;
+//! use pylock_core::{Locks, Registry};
 //!
-//! pylock_memcache::register(); // the `pylock` facade does this for you
+//! Registry::global().install(pylock_memcache::BACKENDS); // the `pylock` facade does this for you
 //! let locks = Locks::connect("memcache://127.0.0.1:11211")?;
 //! let guard = locks.lock("nightly-report").acquire().await?;
 //! guard.release().await?;
@@ -63,7 +63,7 @@ mod protocol;
 
 use std::sync::Arc;
 
-use pylock_core::{LockBackend, Registry};
+use pylock_core::BackendDescriptor;
 
 pub use backend::{MAX_EXPIRY_SECS, MAX_TTL, MemcacheBackend, ttl_secs};
 pub use config::{
@@ -71,19 +71,9 @@ pub use config::{
     OPTIONS,
 };
 
-/// The URL schemes of this backend.
-pub const SCHEMES: &[&str] = &["memcache"];
-
-/// Adds this backend's scheme to `registry`.
-pub fn register_in(registry: &Registry) {
-    for scheme in SCHEMES {
-        registry.register(scheme, |url: &str| {
-            Ok(Arc::new(MemcacheBackend::from_url(url)?) as Arc<dyn LockBackend>)
-        });
-    }
-}
-
-/// Adds this backend's scheme to the process-wide [`Registry::global`].
-pub fn register() {
-    register_in(Registry::global());
-}
+/// `memcache://`, for [`Registry::install`](pylock_core::Registry::install).
+pub const BACKENDS: &[BackendDescriptor] = &[BackendDescriptor {
+    name: "memcache",
+    schemes: &["memcache"],
+    open: |url| Ok(Arc::new(MemcacheBackend::from_url(url)?)),
+}];

@@ -11,7 +11,7 @@
 //! # async fn main() -> pylock_core::Result<()> {
 //! use pylock_core::{Locks, Registry};
 //!
-//! pylock_open::register();
+//! Registry::global().install(pylock_open::BACKENDS); // the `pylock` facade does this for you
 //! let locks = Locks::connect("open://")?;
 //! let a = locks.lock("k").acquire().await?;
 //! let b = locks.lock("k").acquire().await?; // both "hold" it: open:// excludes nobody
@@ -35,11 +35,15 @@ use std::time::Duration;
 
 use pylock_core::url::ConnectionUrl;
 use pylock_core::{
-    Attempt, Capabilities, Holder, LockBackend, Registry, Result, Token, async_trait,
+    Attempt, BackendDescriptor, Capabilities, Holder, LockBackend, Result, Token, async_trait,
 };
 
-/// The URL schemes of this backend.
-pub const SCHEMES: &[&str] = &["open"];
+/// `open://`, for [`Registry::install`](pylock_core::Registry::install).
+pub const BACKENDS: &[BackendDescriptor] = &[BackendDescriptor {
+    name: "open",
+    schemes: &["open"],
+    open: |url| Ok(Arc::new(OpenBackend::from_url(url)?)),
+}];
 
 /// The never-blocking backend. See the [crate docs](crate).
 #[derive(Debug, Default, Clone, Copy)]
@@ -107,23 +111,10 @@ impl LockBackend for OpenBackend {
     }
 }
 
-/// Adds `open://` to `registry`.
-pub fn register_in(registry: &Registry) {
-    for scheme in SCHEMES {
-        registry.register(scheme, |url: &str| {
-            Ok(Arc::new(OpenBackend::from_url(url)?) as Arc<dyn LockBackend>)
-        });
-    }
-}
-
-/// Adds `open://` to the process-wide [`Registry::global`].
-pub fn register() {
-    register_in(Registry::global());
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pylock_core::Registry;
     use pylock_core::{Error, conformance};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +155,7 @@ mod tests {
     #[test]
     fn registers_its_scheme() {
         let registry = Registry::new();
-        register_in(&registry);
+        registry.install(BACKENDS);
         assert_eq!(registry.schemes(), vec!["open".to_owned()]);
         assert!(registry.connect("open://").is_ok());
     }

@@ -36,9 +36,9 @@
 //! ```no_run
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> pylock_core::Result<()> {
-//! use pylock_core::Locks;
+//! use pylock_core::{Locks, Registry};
 //!
-//! pylock_redis::register(); // the `pylock` facade does this for you
+//! Registry::global().install(pylock_redis::BACKENDS); // the `pylock` facade does this for you
 //! let locks = Locks::connect("redis://127.0.0.1:6379/0")?;
 //! let guard = locks.lock("nightly-report").acquire().await?;
 //! println!("fencing token {:?}", guard.fence());
@@ -104,7 +104,7 @@ mod tls;
 
 use std::sync::Arc;
 
-use pylock_core::{LockBackend, Registry};
+use pylock_core::BackendDescriptor;
 
 pub use backend::RedisBackend;
 pub use config::{
@@ -114,32 +114,23 @@ pub use config::{
 };
 pub use redlock::RedlockBackend;
 
-/// The URL schemes of this crate's backends.
-pub const SCHEMES: &[&str] = &[
-    "redis",
-    "rediss",
-    "redis+unix",
-    "redis+cluster",
-    "rediss+cluster",
-    "redlock",
+/// `redis://` and its variants ([`RedisBackend`]) and `redlock://` ([`RedlockBackend`]), for
+/// [`Registry::install`](pylock_core::Registry::install).
+pub const BACKENDS: &[BackendDescriptor] = &[
+    BackendDescriptor {
+        name: "redis",
+        schemes: &[
+            "redis",
+            "rediss",
+            "redis+unix",
+            "redis+cluster",
+            "rediss+cluster",
+        ],
+        open: |url| Ok(Arc::new(RedisBackend::from_url(url)?)),
+    },
+    BackendDescriptor {
+        name: "redlock",
+        schemes: &["redlock"],
+        open: |url| Ok(Arc::new(RedlockBackend::from_url(url)?)),
+    },
 ];
-
-/// Adds this crate's schemes to `registry`.
-pub fn register_in(registry: &Registry) {
-    for scheme in SCHEMES {
-        if *scheme == "redlock" {
-            registry.register(scheme, |url: &str| {
-                Ok(Arc::new(RedlockBackend::from_url(url)?) as Arc<dyn LockBackend>)
-            });
-        } else {
-            registry.register(scheme, |url: &str| {
-                Ok(Arc::new(RedisBackend::from_url(url)?) as Arc<dyn LockBackend>)
-            });
-        }
-    }
-}
-
-/// Adds this backend's schemes to the process-wide [`Registry::global`].
-pub fn register() {
-    register_in(Registry::global());
-}

@@ -19,14 +19,15 @@ pub fn install_default_backends() {
 
 /// Installs every backend that this crate's features enable into `registry`.
 pub fn install_in(registry: &Registry) {
-    // memory:// is built into every registry already.
+    // The same call for every backend; memory:// is in every registry from the start, and
+    // installing it again keeps it so.
+    registry.install(pylock_core::memory::BACKENDS);
     #[cfg(feature = "open")]
-    pylock_open::register_in(registry);
+    registry.install(pylock_open::BACKENDS);
     #[cfg(feature = "redis")]
-    pylock_redis::register_in(registry);
+    registry.install(pylock_redis::BACKENDS);
     #[cfg(feature = "memcache")]
-    pylock_memcache::register_in(registry);
-    let _ = registry;
+    registry.install(pylock_memcache::BACKENDS);
 }
 
 // The one unsafe item of the workspace. A load-time constructor is the only way a facade can
