@@ -191,6 +191,25 @@ impl ConnectionUrl {
         &self.redacted
     }
 
+    /// The hosts, each `host:port` (with `default_port`) at most once: a server listed twice
+    /// would count twice in a pool or a quorum.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidUrl`] naming the first host listed twice.
+    pub fn unique_hosts(&self, default_port: u16) -> Result<&[HostPort]> {
+        for (i, host) in self.hosts.iter().enumerate() {
+            let address = host.to_socket_string(default_port);
+            if self.hosts[..i]
+                .iter()
+                .any(|earlier| earlier.to_socket_string(default_port) == address)
+            {
+                return Err(self.invalid(format!("{address} is listed twice")));
+            }
+        }
+        Ok(&self.hosts)
+    }
+
     /// An error about this URL, with the password redacted.
     pub fn invalid(&self, reason: impl Into<String>) -> Error {
         Error::InvalidUrl {
@@ -235,6 +254,63 @@ impl fmt::Debug for ConnectionUrl {
 impl fmt::Display for ConnectionUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted)
+    }
+}
+
+/// How long connecting to a server may take, unless a URL's `connect_timeout` says otherwise.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a request may wait for its answer, unless a URL's `response_timeout` says
+/// otherwise.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What [`Timeouts::call`] adds to the connect and response timeouts: room for a reconnect
+/// that was already under way when the call started.
+pub const CALL_MARGIN: Duration = Duration::from_millis(100);
+
+/// The two limits of every networked backend, from its URL's `connect_timeout` and
+/// `response_timeout` options (1 s each by default), and the one bound they put on a call.
+/// A backend keeps one of these and derives every limit of its own from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long connecting may take.
+    pub connect: Duration,
+    /// How long a request may wait for its answer.
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            response: DEFAULT_RESPONSE_TIMEOUT,
+        }
+    }
+}
+
+impl Timeouts {
+    /// The options they are read from; add them to a backend's list of known options.
+    pub const OPTIONS: [&'static str; 2] = ["connect_timeout", "response_timeout"];
+
+    /// Reads `connect_timeout` and `response_timeout`, each a timeout as
+    /// [`Options::timeout`] takes it, defaulting to 1 s.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] as for [`Options::timeout`].
+    pub fn from_options(options: &Options) -> Result<Self> {
+        Ok(Timeouts {
+            connect: options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
+            response: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
+        })
+    }
+
+    /// The longest one call may take, answered or not: one connect attempt, one answer, and
+    /// [`CALL_MARGIN`]. A server that is down fails a call within this.
+    pub fn call(&self) -> Duration {
+        self.connect
+            .saturating_add(self.response)
+            .saturating_add(CALL_MARGIN)
     }
 }
 
@@ -447,6 +523,40 @@ fn parse_duration(raw: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_listed_twice_is_refused_with_or_without_its_default_port() {
+        let url = ConnectionUrl::parse("x://a,b:2,[::1]").unwrap();
+        assert_eq!(url.unique_hosts(1).unwrap().len(), 3);
+        for twice in ["x://a:1,a", "x://a,b,a", "x://[::1]:7,[::1]:7"] {
+            let url = ConnectionUrl::parse(twice).unwrap();
+            match url.unique_hosts(1) {
+                Err(Error::InvalidUrl { reason, .. }) => {
+                    assert!(reason.ends_with("is listed twice"), "{twice}: {reason}");
+                }
+                other => panic!("{twice}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn timeouts_default_to_a_second_each_and_bound_a_call() {
+        let none = ConnectionUrl::parse("x://").unwrap();
+        let timeouts = Timeouts::from_options(&none.options(&Timeouts::OPTIONS).unwrap()).unwrap();
+        assert_eq!(timeouts, Timeouts::default());
+        assert_eq!(timeouts.call(), Duration::from_millis(2100));
+        let given = ConnectionUrl::parse("x://?connect_timeout=250ms&response_timeout=2").unwrap();
+        let timeouts = Timeouts::from_options(&given.options(&Timeouts::OPTIONS).unwrap()).unwrap();
+        assert_eq!(
+            (timeouts.connect, timeouts.response),
+            (Duration::from_millis(250), Duration::from_secs(2))
+        );
+        let zero = ConnectionUrl::parse("x://?response_timeout=0").unwrap();
+        assert!(matches!(
+            Timeouts::from_options(&zero.options(&Timeouts::OPTIONS).unwrap()),
+            Err(Error::InvalidOption { .. })
+        ));
+    }
 
     #[test]
     fn parses_every_part() {

@@ -64,13 +64,7 @@ impl MemcacheBackend {
         let servers = config
             .servers
             .iter()
-            .map(|addr| {
-                Connection::new(
-                    addr.clone(),
-                    config.connect_timeout,
-                    config.response_timeout,
-                )
-            })
+            .map(|addr| Connection::new(addr.clone(), config.timeouts))
             .collect();
         MemcacheBackend { config, servers }
     }

@@ -1,21 +1,15 @@
 //! `memcache://` URLs.
 
-use std::time::Duration;
-
 use pylock_core::Result;
-use pylock_core::url::ConnectionUrl;
+use pylock_core::url::{ConnectionUrl, Timeouts};
 
 /// The query options a memcache URL may carry.
-pub const OPTIONS: &[&str] = &["connect_timeout", "response_timeout"];
+pub const OPTIONS: &[&str] = &Timeouts::OPTIONS;
 
 /// Default host and port: `memcache://` means `memcache://localhost:11211`.
 pub const DEFAULT_HOST: &str = "localhost";
 /// See [`DEFAULT_HOST`].
 pub const DEFAULT_PORT: u16 = 11211;
-/// How long connecting may take before a call fails with `Error::Unavailable`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a request may wait for its answer before a call fails with `Error::Unavailable`.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The servers and timeouts of a `memcache://` URL.
 ///
@@ -28,8 +22,7 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone)]
 pub struct MemcacheConfig {
     pub(crate) servers: Vec<String>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
+    pub(crate) timeouts: Timeouts,
     redacted: String,
 }
 
@@ -53,23 +46,16 @@ impl MemcacheConfig {
         if !matches!(url.path(), "" | "/") {
             return Err(url.invalid("memcache:// takes no path"));
         }
-        let servers: Vec<String> = if url.hosts().is_empty() {
-            vec![format!("{DEFAULT_HOST}:{DEFAULT_PORT}")]
-        } else {
-            url.hosts()
+        let servers: Vec<String> = match url.unique_hosts(DEFAULT_PORT)? {
+            [] => vec![format!("{DEFAULT_HOST}:{DEFAULT_PORT}")],
+            hosts => hosts
                 .iter()
                 .map(|h| h.to_socket_string(DEFAULT_PORT))
-                .collect()
+                .collect(),
         };
-        for (i, server) in servers.iter().enumerate() {
-            if servers[..i].contains(server) {
-                return Err(url.invalid(format!("{server} is listed twice")));
-            }
-        }
         Ok(MemcacheConfig {
             servers,
-            connect_timeout: options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
-            response_timeout: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
+            timeouts: Timeouts::from_options(&options)?,
             redacted: url.redacted().to_owned(),
         })
     }
@@ -79,24 +65,22 @@ impl MemcacheConfig {
         &self.servers
     }
 
-    /// The connect timeout.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
+    /// The connect and response timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
-    /// The response timeout.
-    pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
-    }
-
-    /// The URL as given.
-    pub fn url(&self) -> &str {
+    /// The URL with its password replaced by `***` (memcache URLs have none, but every
+    /// backend's config says it the same way).
+    pub fn redacted_url(&self) -> &str {
         &self.redacted
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use pylock_core::Error;
 
@@ -104,7 +88,7 @@ mod tests {
     fn defaults_and_pools() {
         let config = MemcacheConfig::from_url("memcache://").unwrap();
         assert_eq!(config.servers(), &["localhost:11211".to_owned()]);
-        assert_eq!(config.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(config.timeouts(), Timeouts::default());
         let config = MemcacheConfig::from_url(
             "memcache://h1:11211,h2,[::1]:11300?connect_timeout=200ms&response_timeout=2s",
         )
@@ -117,8 +101,8 @@ mod tests {
                 "[::1]:11300".to_owned()
             ]
         );
-        assert_eq!(config.connect_timeout(), Duration::from_millis(200));
-        assert_eq!(config.response_timeout(), Duration::from_secs(2));
+        assert_eq!(config.timeouts().connect, Duration::from_millis(200));
+        assert_eq!(config.timeouts().response, Duration::from_secs(2));
     }
 
     #[test]

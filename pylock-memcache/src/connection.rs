@@ -8,8 +8,8 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
+use pylock_core::url::Timeouts;
 use pylock_core::{PerRuntime, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -60,8 +60,7 @@ type Queue = Arc<Mutex<InFlight>>;
 #[derive(Debug)]
 pub(crate) struct Connection {
     addr: String,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: Timeouts,
     /// The live connection's request queue, one per runtime that uses this server: its
     /// tasks run on that runtime (see [`PerRuntime`]).
     live: PerRuntime<mpsc::UnboundedSender<Request>>,
@@ -70,11 +69,10 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    pub(crate) fn new(addr: String, connect_timeout: Duration, response_timeout: Duration) -> Self {
+    pub(crate) fn new(addr: String, timeouts: Timeouts) -> Self {
         Connection {
             addr,
-            connect_timeout,
-            response_timeout,
+            timeouts,
             live: PerRuntime::new(),
             connecting: tokio::sync::Mutex::new(()),
         }
@@ -103,7 +101,7 @@ impl Connection {
             self.forget(&sender).await;
             return Err(unavailable(&self.addr, "the connection closed", None));
         }
-        match tokio::time::timeout(self.response_timeout, answer).await {
+        match tokio::time::timeout(self.timeouts.response, answer).await {
             Ok(Ok(Ok(responses))) => Ok(responses),
             Ok(Ok(Err(ended))) => {
                 self.forget(&sender).await;
@@ -116,7 +114,7 @@ impl Connection {
                 self.forget(&sender).await;
                 Err(unavailable(&self.addr, "the connection closed", None))
             }
-            Err(_) => Err(timed_out(&self.addr, self.response_timeout)),
+            Err(_) => Err(timed_out(&self.addr, self.timeouts.response)),
         }
     }
 
@@ -130,16 +128,13 @@ impl Connection {
         if let Some(sender) = live() {
             return Ok(sender);
         }
-        let stream = match tokio::time::timeout(
-            self.connect_timeout,
-            TcpStream::connect(&self.addr),
-        )
-        .await
-        {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => return Err(unavailable(&self.addr, "connecting", Some(error))),
-            Err(_) => return Err(timed_out(&self.addr, self.connect_timeout)),
-        };
+        let stream =
+            match tokio::time::timeout(self.timeouts.connect, TcpStream::connect(&self.addr)).await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return Err(unavailable(&self.addr, "connecting", Some(error))),
+                Err(_) => return Err(timed_out(&self.addr, self.timeouts.connect)),
+            };
         // Small requests, each awaited: send them at once.
         let _ = stream.set_nodelay(true);
         let (reader, writer) = stream.into_split();

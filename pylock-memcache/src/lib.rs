@@ -66,10 +66,7 @@ use std::sync::Arc;
 use pylock_core::BackendDescriptor;
 
 pub use backend::{MAX_EXPIRY_SECS, MAX_TTL, MemcacheBackend, ttl_secs};
-pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_PORT, DEFAULT_RESPONSE_TIMEOUT, MemcacheConfig,
-    OPTIONS,
-};
+pub use config::{DEFAULT_HOST, DEFAULT_PORT, MemcacheConfig, OPTIONS};
 
 /// `memcache://`, for [`Registry::install`](pylock_core::Registry::install).
 pub const BACKENDS: &[BackendDescriptor] = &[BackendDescriptor {

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use pylock_core::url::Timeouts;
 use pylock_core::{Error, PerRuntime, Result};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -30,8 +31,7 @@ pub(crate) struct Calls {
     connecting: tokio::sync::Mutex<u64>,
     /// The server's URL, redacted, for messages.
     server: String,
-    connect_timeout: Duration,
-    response_timeout: Duration,
+    timeouts: Timeouts,
 }
 
 /// What makes the connection: a client for one server, or for a cluster.
@@ -101,8 +101,8 @@ impl Calls {
             Servers::Cluster(seeds) => {
                 #[allow(unused_mut, reason = "changed only with the tls feature")]
                 let mut builder = ClusterClientBuilder::new(seeds.clone())
-                    .connection_timeout(config.connect_timeout)
-                    .response_timeout(config.response_timeout);
+                    .connection_timeout(config.timeouts.connect)
+                    .response_timeout(config.timeouts.response);
                 #[cfg(feature = "tls")]
                 if let Some(tls) = &config.tls {
                     builder = builder.certs(tls.certificates());
@@ -115,8 +115,7 @@ impl Calls {
             current: PerRuntime::new(),
             connecting: tokio::sync::Mutex::new(0),
             server: config.redacted_url().to_owned(),
-            connect_timeout: config.connect_timeout,
-            response_timeout: config.response_timeout,
+            timeouts: config.timeouts,
         })
     }
 
@@ -125,12 +124,11 @@ impl Calls {
         &self.server
     }
 
-    /// The longest one call may take: the driver's connect and response timeouts, plus a
-    /// margin that also covers a reconnect already in progress when the call started.
+    /// The longest one call may take ([`Timeouts::call`]): the driver's connect and response
+    /// timeouts, plus a margin that also covers a reconnect already in progress when the call
+    /// started.
     pub(crate) fn limit(&self) -> Duration {
-        self.connect_timeout
-            .saturating_add(self.response_timeout)
-            .saturating_add(Duration::from_millis(100))
+        self.timeouts.call()
     }
 
     /// The shared connection, made on first use.
@@ -169,8 +167,8 @@ impl Calls {
         match &self.connector {
             Connector::Single(client) => {
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(self.connect_timeout))
-                    .set_response_timeout(Some(self.response_timeout))
+                    .set_connection_timeout(Some(self.timeouts.connect))
+                    .set_response_timeout(Some(self.timeouts.response))
                     // One connect attempt per call: a call must fail within its timeouts
                     // while the server is down, and the next call tries again.
                     .set_number_of_retries(0);
@@ -181,7 +179,7 @@ impl Calls {
             Connector::Cluster(client) => {
                 // The cluster client finds the slots from the seeds, follows MOVED/ASK and
                 // reconnects to nodes by itself; only its first contact can fail.
-                let limit = self.connect_timeout.saturating_add(self.response_timeout);
+                let limit = self.limit();
                 match tokio::time::timeout(limit, client.get_async_connection()).await {
                     Ok(Ok(connection)) => Ok(Connection::Cluster(connection)),
                     Ok(Err(e)) => Err(CallError::Redis(e)),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pylock_core::Result;
-use pylock_core::url::ConnectionUrl;
+use pylock_core::url::{ConnectionUrl, Timeouts};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
 /// The query options a Redis URL may carry.
@@ -45,11 +45,6 @@ pub const DEFAULT_HOST: &str = "localhost";
 /// See [`DEFAULT_HOST`].
 pub const DEFAULT_PORT: u16 = 6379;
 
-/// How long connecting may take before a call fails with `Error::Unavailable`.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long a command may wait for its reply before a call fails with `Error::Unavailable`.
-pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(1);
-
 /// Everything needed to reach one Redis server or one Redis Cluster, parsed from a URL.
 ///
 /// ```text
@@ -83,8 +78,7 @@ pub struct RedisConfig {
         allow(dead_code, reason = "read by the TLS code only")
     )]
     pub(crate) tls: Option<TlsFiles>,
-    pub(crate) connect_timeout: Duration,
-    pub(crate) response_timeout: Duration,
+    pub(crate) timeouts: Timeouts,
     pub(crate) fencing: bool,
     pub(crate) wait: Option<WaitForReplicas>,
     /// Redlock nodes only: how long a node that lost its memory must not grant locks.
@@ -175,8 +169,7 @@ impl RedisConfig {
         Ok(RedisConfig {
             servers,
             tls,
-            connect_timeout: options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?,
-            response_timeout: options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?,
+            timeouts: Timeouts::from_options(&options)?,
             fencing: options.bool("fencing")?.unwrap_or(true),
             wait,
             restart_guard: None,
@@ -189,14 +182,9 @@ impl RedisConfig {
         &self.redacted
     }
 
-    /// The connect timeout.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
-    /// The response timeout.
-    pub fn response_timeout(&self) -> Duration {
-        self.response_timeout
+    /// The connect and response timeouts.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Whether fencing tokens are given.
@@ -216,20 +204,13 @@ impl RedisConfig {
             Servers::Cluster(seeds) => seeds,
         }
     }
-
-    /// The longest a single command can take to fail while the server is unreachable: one
-    /// connect attempt plus one reply.
-    pub(crate) fn call_timeout(&self) -> Duration {
-        self.connect_timeout.saturating_add(self.response_timeout)
-    }
 }
 
 impl fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("response_timeout", &self.response_timeout)
+            .field("timeouts", &self.timeouts)
             .field("fencing", &self.fencing)
             .field("wait", &self.wait)
             .finish()
@@ -246,6 +227,17 @@ fn database(url: &ConnectionUrl, from_path: Option<u64>, from_option: Option<u64
         (None, None) => 0,
     };
     i64::try_from(db).map_err(|_| url.invalid("the database number is too large"))
+}
+
+/// The database a URL's path gives (`/N`), if it gives one.
+fn path_database(url: &ConnectionUrl) -> Result<Option<u64>> {
+    match url.path().trim_start_matches('/') {
+        "" => Ok(None),
+        db => db
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| url.invalid(format!("the path must be a database number, not {db:?}"))),
+    }
 }
 
 /// Connection settings for `addr`, with the URL's user and password.
@@ -274,13 +266,7 @@ fn tcp_address(url: &ConnectionUrl) -> Result<(ConnectionAddr, Option<u64>)> {
             ));
         }
     };
-    let db =
-        match url.path().trim_start_matches('/') {
-            "" => None,
-            db => Some(db.parse::<u64>().map_err(|_| {
-                url.invalid(format!("the path must be a database number, not {db:?}"))
-            })?),
-        };
+    let db = path_database(url)?;
     let addr = if url.scheme() == "rediss" {
         tls_address(url, host, port)?
     } else {
@@ -447,33 +433,19 @@ impl RedlockConfig {
                  failure); for one server use redis://",
             ));
         }
-        let path_db = match parsed.path().trim_start_matches('/') {
-            "" => None,
-            db => Some(db.parse::<u64>().map_err(|_| {
-                parsed.invalid(format!("the path must be a database number, not {db:?}"))
-            })?),
-        };
-        let db = database(&parsed, path_db, options.u64("db")?)?;
-        let connect_timeout = options.timeout("connect_timeout", DEFAULT_CONNECT_TIMEOUT)?;
-        let response_timeout = options.timeout("response_timeout", DEFAULT_RESPONSE_TIMEOUT)?;
+        let db = database(&parsed, path_database(&parsed)?, options.u64("db")?)?;
+        let timeouts = Timeouts::from_options(&options)?;
         let restart_guard = match options.duration("restart_guard")? {
             Some(off) if off.is_zero() => None,
             _ => Some(options.timeout("restart_guard", DEFAULT_RESTART_GUARD)?),
         };
         let mut nodes = Vec::with_capacity(hosts.len());
-        for (i, host) in hosts.iter().enumerate() {
-            if hosts[..i].contains(host) {
-                return Err(parsed.invalid(format!(
-                    "{} is listed twice",
-                    host.to_socket_string(DEFAULT_PORT)
-                )));
-            }
+        for host in parsed.unique_hosts(DEFAULT_PORT)? {
             let addr = ConnectionAddr::Tcp(host.host.clone(), host.port.unwrap_or(DEFAULT_PORT));
             nodes.push(RedisConfig {
                 servers: Servers::Single(Box::new(connection_info(&parsed, addr, db)?)),
                 tls: None,
-                connect_timeout,
-                response_timeout,
+                timeouts,
                 // No fencing: no counter can be kept consistent across independent masters.
                 fencing: false,
                 wait: None,
@@ -526,7 +498,7 @@ mod tests {
         let config = RedisConfig::from_url("redis://").unwrap();
         assert_eq!(tcp(&config), ("localhost".to_owned(), 6379));
         assert_eq!(config.connection_infos()[0].redis_settings().db(), 0);
-        assert_eq!(config.connect_timeout(), DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(config.timeouts(), Timeouts::default());
         assert!(config.fencing());
     }
 
@@ -541,8 +513,8 @@ mod tests {
         assert_eq!(redis.db(), 3);
         assert_eq!(redis.username(), Some("app"));
         assert_eq!(redis.password(), Some("s@cret"));
-        assert_eq!(config.connect_timeout(), Duration::from_millis(250));
-        assert_eq!(config.response_timeout(), Duration::from_secs(2));
+        assert_eq!(config.timeouts().connect, Duration::from_millis(250));
+        assert_eq!(config.timeouts().response, Duration::from_secs(2));
         assert!(!config.fencing());
         let config = RedisConfig::from_url("redis://[::1]?db=2").unwrap();
         assert_eq!(tcp(&config), ("::1".to_owned(), 6379));

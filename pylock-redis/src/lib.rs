@@ -108,9 +108,8 @@ use pylock_core::BackendDescriptor;
 
 pub use backend::RedisBackend;
 pub use config::{
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_HOST, DEFAULT_NODE_TIMEOUT, DEFAULT_PORT,
-    DEFAULT_RESPONSE_TIMEOUT, DEFAULT_RESTART_GUARD, DEFAULT_WAIT_TIMEOUT, OPTIONS,
-    REDLOCK_OPTIONS, RedisConfig, RedlockConfig,
+    DEFAULT_HOST, DEFAULT_NODE_TIMEOUT, DEFAULT_PORT, DEFAULT_RESTART_GUARD, DEFAULT_WAIT_TIMEOUT,
+    OPTIONS, REDLOCK_OPTIONS, RedisConfig, RedlockConfig,
 };
 pub use redlock::RedlockBackend;
 

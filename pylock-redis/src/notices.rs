@@ -132,7 +132,7 @@ impl Notices {
                 clients,
                 next_client: std::sync::atomic::AtomicUsize::new(0),
                 server: config.redacted_url().to_owned(),
-                timeout: config.call_timeout(),
+                timeout: config.timeouts.call(),
                 board: NoticeBoard::with_idle_hook(move |channel| {
                     unsubscribe_later(this.clone(), channel.to_owned());
                 }),
