@@ -168,7 +168,7 @@ fn main() {
                 (Some((first_url, first_p50)), Some(p50)) if !args.json => println!(
                     "uncontended p50 = {:.2} x that of {}\n",
                     p50 / first_p50,
-                    pylock::url::redact_url(first_url)
+                    pylock::redact_url(first_url)
                 ),
                 _ => {}
             }
@@ -334,7 +334,7 @@ fn crowd_json(backend: &str, url: &str, crowd: &crowd::Crowd, baseline: &Baselin
     let (mut handoffs, mut waits) = (crowd.handoffs.clone(), crowd.waits.clone());
     format!(
         "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"crowd\",\"waiters\":{},\"fair\":{},\"acquisitions\":{},\"server_cmds_per_handoff\":{},\"idle_cmds_per_s\":{},\"handoff_p50_us\":{},\"handoff_p99_us\":{},\"wait_p99_ms\":{},\"wait_max_ms\":{},\"fifo_violations\":{},\"timeouts\":{},\"errors\":{},\"baseline_rtt_us\":{}}}",
-        pylock::url::redact_url(url),
+        pylock::redact_url(url),
         crowd.waiters,
         crowd.fair,
         crowd.acquisitions,
@@ -393,7 +393,7 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
     let samples: usize = row.runs.iter().map(|r| r.samples).sum();
     format!(
         "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{},\"client_cpu_us_per_cycle\":{},\"server_cpu_us_per_cycle\":{},\"raw_client_cpu_us_per_cycle\":{},\"raw_server_cpu_us_per_cycle\":{}}}",
-        pylock::url::redact_url(url),
+        pylock::redact_url(url),
         row.scenario,
         row.runs.len(),
         args.threads,
@@ -414,7 +414,7 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
 fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baseline) {
     println!(
         "pylock-bench: backend {backend}, {}, {} runtime thread(s), {} runs of at most {} ops / {} s per scenario (median run shown, [min..max] of runs)",
-        pylock::url::redact_url(url),
+        pylock::redact_url(url),
         args.threads,
         args.repeat.max(1),
         args.ops,

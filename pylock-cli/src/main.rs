@@ -138,7 +138,7 @@ fn locks(cli: &Cli) -> Result<Locks, Failure> {
             code::USAGE,
             format!(
                 "{} locks nothing outside this one process; give a server, e.g. --url redis://127.0.0.1:6379",
-                pylock::url::redact_url(url)
+                pylock::redact_url(url)
             ),
         ));
     }

@@ -177,7 +177,7 @@ impl Capabilities {
 /// A lock server, reduced to its atomic primitives.
 ///
 /// Implement this to add a backend; install it under its URL schemes with a
-/// [`BackendDescriptor`](crate::BackendDescriptor), or hand an `Arc` of it to
+/// [`BackendDescriptor`](crate::raw::BackendDescriptor), or hand an `Arc` of it to
 /// [`Locks::new`](crate::Locks::new). Run the conformance suite (feature `conformance`)
 /// against it. The core has already validated the key and TTL, added the key prefix and made
 /// the token when these are called.
@@ -238,7 +238,7 @@ pub trait LockBackend: Send + Sync + fmt::Debug + 'static {
     /// counts as a sign of life), drops waiters not heard from for longer than their
     /// `patience`, and takes the lock only if it is free and `token` is first in line. A
     /// lock found free while another waiter is first is announced to that waiter (a
-    /// [`NoticeBoard::notify_waiter`](crate::NoticeBoard::notify_waiter) of its token);
+    /// [`NoticeBoard::notify_waiter`](crate::raw::NoticeBoard::notify_waiter) of its token);
     /// a release announces itself to the first in line the same way. Taking the lock leaves
     /// the queue. The core calls it again at least every half of `patience` while it
     /// waits. Backends that claim [`Capabilities::fair`] implement it; the default says

@@ -12,7 +12,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong when taking, holding or giving back a lock.
 ///
 /// Messages never contain passwords: URLs are redacted before they are stored here
-/// (see [`redact_url`](crate::url::redact_url)).
+/// (see [`redact_url`](crate::redact_url)).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

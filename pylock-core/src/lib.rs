@@ -135,10 +135,10 @@
 //!
 //! # Writing a backend
 //!
-//! Implement [`LockBackend`] (four atomic primitives plus [`Capabilities`]), describe it with
-//! a [`BackendDescriptor`] (its schemes, and a function that parses its URL with
-//! [`url::ConnectionUrl`]), and install it: `Registry::global().install(BACKENDS)`. Then run
-//! `conformance::run_all` against it in a test (feature `conformance`).
+//! The backend author's API lives apart from the user's, in [`raw`], whose docs walk through
+//! writing one step by step: implement [`LockBackend`], describe it with a
+//! [`BackendDescriptor`](raw::BackendDescriptor), install it with [`Registry::install`], and run
+//! the conformance suite (feature `conformance`) against a real server.
 //!
 //! # Minimum supported Rust version
 //!
@@ -162,34 +162,31 @@ mod lock;
 pub mod memory;
 mod notice;
 mod per_runtime;
+pub mod raw;
 mod registry;
 mod renewal;
 mod request;
 mod settings;
 mod token;
-pub mod url;
+mod url;
 mod wait;
 
 #[cfg(feature = "conformance")]
 #[cfg_attr(docsrs, doc(cfg(feature = "conformance")))]
 pub mod conformance;
 
-pub use async_trait::async_trait;
-
-pub use backend::{Attempt, Capabilities, Holder, LockBackend};
+pub use backend::{Capabilities, Holder, LockBackend};
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
 pub use hold::LostReason;
 pub use lock::{DEFAULT_FAIR_PATIENCE, DEFAULT_URL, Lock, Locks, URL_ENV};
 pub use memory::MemoryBackend;
-pub use notice::{IdleHook, NoticeBoard, ReleaseNotice};
-pub use per_runtime::PerRuntime;
-pub use registry::{BackendDescriptor, Factory, Registry};
+pub use registry::Registry;
 pub use request::{MAX_EXPIRES, NO_LIMIT};
 pub use settings::{Backoff, DEFAULT_EXPIRES, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT, Settings};
-pub use token::Token;
+pub use url::redact_url;
 pub use wait::FINAL_ATTEMPT_GRACE;
 
 /// The backends every [`Registry::with_builtins`] (and so [`Registry::global`]) starts with.
 /// The crate root lists them so that the registry itself names no backend.
-const BUILT_IN: &[BackendDescriptor] = memory::BACKENDS;
+const BUILT_IN: &[registry::BackendDescriptor] = memory::BACKENDS;

@@ -24,7 +24,8 @@ pub type Factory = Arc<dyn Fn(&str) -> Result<Arc<dyn LockBackend>> + Send + Syn
 ///
 /// ```
 /// use std::sync::Arc;
-/// use pylock_core::{BackendDescriptor, LockBackend, MemoryBackend, Registry, Result};
+/// use pylock_core::raw::{BackendDescriptor, LockBackend};
+/// use pylock_core::{MemoryBackend, Registry, Result};
 ///
 /// fn open(_url: &str) -> Result<Arc<dyn LockBackend>> {
 ///     Ok(Arc::new(MemoryBackend::new()))

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use pylock_core::{Attempt, Capabilities, Holder, LockBackend, Result, Token, async_trait};
+use pylock_core::Result;
+use pylock_core::raw::{Attempt, Capabilities, Holder, LockBackend, Token, async_trait};
 
 use crate::config::MemcacheConfig;
 use crate::connection::Connection;
@@ -11,10 +12,10 @@ use crate::keys::encode;
 use crate::protocol::{self, Response};
 
 /// memcached reads an expiry over 30 days as a Unix timestamp, not a duration.
-pub const MAX_EXPIRY_SECS: u64 = 30 * 24 * 60 * 60;
+pub(crate) const MAX_EXPIRY_SECS: u64 = 30 * 24 * 60 * 60;
 
-/// The longest lock TTL this backend accepts: 30 days minus the second added for memcached's
-/// clock tick (see [`ttl_secs`]).
+/// The longest lock TTL this backend accepts: 30 days (beyond which memcached reads an expiry
+/// as a Unix time) minus the second added for memcached's clock tick.
 pub const MAX_TTL: Duration = Duration::from_secs(MAX_EXPIRY_SECS - 1);
 
 /// Locks on one memcached server or a pool of them.
@@ -31,7 +32,8 @@ pub const MAX_TTL: Duration = Duration::from_secs(MAX_EXPIRY_SECS - 1);
 /// memcached has no notifications (waiters poll with the core's jittered backoff) and no
 /// atomic counter next to `add`, so there are no fencing tokens.
 ///
-/// TTLs are whole seconds on the server: see [`ttl_secs`]. Connections are made on first use
+/// TTLs are whole seconds on the server, rounded up, plus one for memcached's clock tick (see
+/// the [crate docs](crate)). Connections are made on first use
 /// and again after a failure; nothing blocks the executor.
 #[derive(Debug)]
 pub struct MemcacheBackend {
@@ -44,7 +46,7 @@ pub struct MemcacheBackend {
 /// seconds may disappear up to a second early. The lock then lives at least `ttl` (never
 /// less, which the guard's `remaining()` relies on) and at most one second longer than
 /// `ttl` rounded up.
-pub fn ttl_secs(ttl: Duration) -> u64 {
+pub(crate) fn ttl_secs(ttl: Duration) -> u64 {
     let secs = ttl.as_nanos().div_ceil(1_000_000_000);
     u64::try_from(secs).unwrap_or(u64::MAX).saturating_add(1)
 }

@@ -1,7 +1,7 @@
 //! `memcache://` URLs.
 
 use pylock_core::Result;
-use pylock_core::url::{ConnectionUrl, Timeouts};
+use pylock_core::raw::{ConnectionUrl, Timeouts};
 
 /// The query options a memcache URL may carry.
 pub const OPTIONS: &[&str] = &Timeouts::OPTIONS;

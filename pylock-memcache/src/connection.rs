@@ -9,8 +9,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use pylock_core::url::Timeouts;
-use pylock_core::{PerRuntime, Result};
+use pylock_core::Result;
+use pylock_core::raw::PerRuntime;
+use pylock_core::raw::Timeouts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};

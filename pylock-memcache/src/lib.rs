@@ -22,8 +22,8 @@
 //!   past the holder's remaining TTL.
 //!
 //! TTLs: memcached counts whole seconds, so a lock's TTL is rounded **up** to whole seconds
-//! and one second is added for memcached's clock tick ([`ttl_secs`]); a lock lives at least
-//! its `expires`. Expiries over 30 days, which memcached would read as a Unix time, are refused
+//! and one second is added for memcached's clock tick (an item stored for `n` seconds may go
+//! up to a second early); a lock lives at least its `expires`. Expiries over 30 days, which memcached would read as a Unix time, are refused
 //! with `Error::InvalidOption` ([`MAX_TTL`]).
 //!
 //! Keys: any lock name works. Names memcached cannot carry (over 250 bytes, spaces, control
@@ -63,9 +63,9 @@ mod protocol;
 
 use std::sync::Arc;
 
-use pylock_core::BackendDescriptor;
+use pylock_core::raw::BackendDescriptor;
 
-pub use backend::{MAX_EXPIRY_SECS, MAX_TTL, MemcacheBackend, ttl_secs};
+pub use backend::{MAX_TTL, MemcacheBackend};
 pub use config::{DEFAULT_HOST, DEFAULT_PORT, MemcacheConfig, OPTIONS};
 
 /// `memcache://`, for [`Registry::install`](pylock_core::Registry::install).

@@ -33,9 +33,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pylock_core::url::ConnectionUrl;
-use pylock_core::{
-    Attempt, BackendDescriptor, Capabilities, Holder, LockBackend, Result, Token, async_trait,
+use pylock_core::Result;
+use pylock_core::raw::{
+    Attempt, BackendDescriptor, Capabilities, ConnectionUrl, Holder, LockBackend, Token,
+    async_trait,
 };
 
 /// `open://`, for [`Registry::install`](pylock_core::Registry::install).

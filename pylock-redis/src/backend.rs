@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pylock_core::{
-    Attempt, Capabilities, Holder, LockBackend, ReleaseNotice, Result, Token, async_trait,
+use pylock_core::Result;
+use pylock_core::raw::{
+    Attempt, Capabilities, Holder, LockBackend, ReleaseNotice, Token, async_trait,
 };
 use redis::{ScriptInvocation, Value};
 

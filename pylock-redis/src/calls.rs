@@ -10,8 +10,9 @@
 
 use std::time::Duration;
 
-use pylock_core::url::Timeouts;
-use pylock_core::{Error, PerRuntime, Result};
+use pylock_core::raw::PerRuntime;
+use pylock_core::raw::Timeouts;
+use pylock_core::{Error, Result};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};

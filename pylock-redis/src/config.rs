@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pylock_core::Result;
-use pylock_core::url::{ConnectionUrl, Timeouts};
+use pylock_core::raw::{ConnectionUrl, Timeouts};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
 /// The query options a Redis URL may carry.
@@ -198,7 +198,7 @@ impl RedisConfig {
     }
 
     /// The connection settings of the server, or of each seed node (they hold the password).
-    pub fn connection_infos(&self) -> &[ConnectionInfo] {
+    pub(crate) fn connection_infos(&self) -> &[ConnectionInfo] {
         match &self.servers {
             Servers::Single(info) => std::slice::from_ref(&**info),
             Servers::Cluster(seeds) => seeds,
@@ -304,7 +304,7 @@ impl TlsFiles {
 }
 
 /// Reads the TLS files a URL names; refuses them on a URL without TLS.
-fn tls_files(url: &ConnectionUrl, options: &pylock_core::url::Options) -> Result<Option<TlsFiles>> {
+fn tls_files(url: &ConnectionUrl, options: &pylock_core::raw::Options) -> Result<Option<TlsFiles>> {
     let read = |name: &str| -> Result<Option<Vec<u8>>> {
         options
             .get(name)

@@ -70,7 +70,7 @@
 //! Fencing tokens: the fence of an acquire is the lock's counter plus one
 //! (`{<key>}:pylock-fence`, in the lock's slot, kept with the lock's TTL), or, when there is
 //! no counter, the server's clock in microseconds (`TIME`), which then starts a new counter
-//! (see [`scripts::ACQUIRE`] for why that never goes back). So fences strictly increase per lock
+//! (the acquire script's comments say why that never goes back). So fences strictly increase per lock
 //! across releases, expiries, eviction of the lock or its counter, `FLUSHALL`, a restart
 //! without persistence and a failover (all tested), and no counter outlives its lock by more
 //! than one TTL. The one assumption left: the server's clock does not go back, and a promoted
@@ -99,12 +99,15 @@ mod errors;
 pub mod keys;
 mod notices;
 pub mod redlock;
+// The Lua scripts, for pylock's own benchmark (the server's cost of each call): not part of
+// the API, they change with any release.
+#[doc(hidden)]
 pub mod scripts;
 mod tls;
 
 use std::sync::Arc;
 
-use pylock_core::BackendDescriptor;
+use pylock_core::raw::BackendDescriptor;
 
 pub use backend::RedisBackend;
 pub use config::{

@@ -28,7 +28,8 @@ use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use pylock_core::{NoticeBoard, ReleaseNotice, Result};
+use pylock_core::Result;
+use pylock_core::raw::{NoticeBoard, ReleaseNotice};
 use redis::aio::{PubSubSink, PubSubStream};
 use tokio::sync::{Mutex, watch};
 
@@ -168,7 +169,7 @@ impl Notices {
     pub(crate) async fn subscribe(
         self: &Arc<Self>,
         channel: &str,
-        fair: Option<&pylock_core::Token>,
+        fair: Option<&pylock_core::raw::Token>,
     ) -> Result<ReleaseNotice> {
         let notice = self.subscribe_here(channel, fair).await?;
         Ok(if self.state().reader_runtime == current_runtime() {
@@ -181,7 +182,7 @@ impl Notices {
     async fn subscribe_here(
         self: &Arc<Self>,
         channel: &str,
-        fair: Option<&pylock_core::Token>,
+        fair: Option<&pylock_core::raw::Token>,
     ) -> Result<ReleaseNotice> {
         let (notice, _) = match fair {
             Some(token) => self.board.subscribe_waiter(channel, token),

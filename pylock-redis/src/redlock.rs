@@ -46,9 +46,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use pylock_core::{
-    Attempt, Capabilities, Error, Holder, LockBackend, ReleaseNotice, Result, Token, async_trait,
+use pylock_core::raw::{
+    Attempt, Capabilities, Holder, LockBackend, ReleaseNotice, Token, async_trait,
 };
+use pylock_core::{Error, Result};
 use tokio::time::Instant;
 
 use crate::backend::RedisBackend;

@@ -212,7 +212,7 @@ async fn run_child(args: &Args, counter: &Path) -> Result<ExitCode, String> {
 
 async fn run_parent(args: &Args) -> Result<ExitCode, String> {
     let url = url(args);
-    let redacted = pylock::url::redact_url(&url);
+    let redacted = pylock::redact_url(&url);
     if args.processes == 0 || args.workers == 0 {
         return Err("--processes and --workers must be at least 1".to_owned());
     }

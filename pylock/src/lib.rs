@@ -17,12 +17,12 @@ pub mod blocking;
 
 pub use install::{install_default_backends, install_in};
 
+// The user's API; what backend authors need is in `raw`, apart.
 pub use pylock_core::{
-    Attempt, BackendDescriptor, Backoff, BoxError, Capabilities, DEFAULT_EXPIRES,
-    DEFAULT_FAIR_PATIENCE, DEFAULT_KEY_PREFIX, DEFAULT_TIMEOUT, DEFAULT_URL, Error,
-    FINAL_ATTEMPT_GRACE, Holder, Lock, LockBackend, LockGuard, Locks, LostReason, MAX_EXPIRES,
-    MemoryBackend, NO_LIMIT, NoticeBoard, Registry, ReleaseNotice, Result, Settings, Token,
-    URL_ENV, async_trait, memory, url,
+    Backoff, BoxError, Capabilities, DEFAULT_EXPIRES, DEFAULT_FAIR_PATIENCE, DEFAULT_KEY_PREFIX,
+    DEFAULT_TIMEOUT, DEFAULT_URL, Error, FINAL_ATTEMPT_GRACE, Holder, Lock, LockBackend, LockGuard,
+    Locks, LostReason, MAX_EXPIRES, MemoryBackend, NO_LIMIT, Registry, Result, Settings, URL_ENV,
+    memory, raw, redact_url,
 };
 
 /// `open://`: always acquires, never blocks. For tests only; it is not a lock.

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pylock::{
-    Attempt, Capabilities, LockBackend, NoticeBoard, ReleaseNotice, Result, Token, async_trait,
+use pylock::Result;
+use pylock::raw::{
+    Attempt, Capabilities, LockBackend, NoticeBoard, ReleaseNotice, Token, async_trait,
 };
 use pylock_core::conformance::CHECKS;
 use tokio::time::Instant;

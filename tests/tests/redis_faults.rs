@@ -139,7 +139,7 @@ async fn late_and_foreign_releases_leave_the_new_holders_lock_in_place() {
 
     // A stranger's token cannot release or extend it either.
     let backend = RedisBackend::from_url(server.url()).expect("backend");
-    let stranger = pylock::Token::generate().expect("token");
+    let stranger = pylock::raw::Token::generate().expect("token");
     assert!(
         !backend
             .release(&server_key, &stranger)

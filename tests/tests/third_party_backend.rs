@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pylock::{
-    Attempt, Capabilities, Error, Holder, LockBackend, Locks, NoticeBoard, Registry, ReleaseNotice,
-    Result, Token, async_trait, url::ConnectionUrl,
+use pylock::raw::{
+    Attempt, Capabilities, ConnectionUrl, Holder, LockBackend, NoticeBoard, ReleaseNotice, Token,
+    async_trait,
 };
+use pylock::{Error, Locks, Registry, Result};
 use pylock_core::conformance;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
