@@ -1,9 +1,13 @@
 //! The behaviour suite every backend runs: built-in ones and third parties' alike.
 //!
 //! Each check is a public async function that panics (like `assert!`) when the backend breaks
-//! the rule it names. [`run_all`] runs the checks that apply to the backend's
-//! [`Capabilities`] (an `open://` backend is not exclusive, so mutual exclusion is not asked of
-//! it) and returns which ran and which were skipped and why.
+//! the rule it cites. Two ways to run them:
+//!
+//! - [`trials`]: one named [`libtest_mimic::Trial`] per check, for a `harness = false` test
+//!   target, so that every broken rule shows at once, by name, and the checks a backend's
+//!   [`Capabilities`] exclude are reported as ignored, with the reason;
+//! - [`run_all`]: all applicable checks from one async test; it runs every check even when
+//!   one fails, then panics naming each that failed.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -19,6 +23,38 @@
 //! Checks use keys under a fresh random prefix, so several runs may share one server. They
 //! measure time only to tell mechanisms apart (a waiter woken by a release notice versus one
 //! that could only have polled), with margins of seconds.
+//!
+//! # The rules
+//!
+//! Every check cites the rule it holds a backend to. Rules 1 to 11 are the safety rules of
+//! pylock's design, numbered as there; 12 to 15 are what users rely on besides.
+//!
+//! 1. **Only the owner** (same token) releases or extends. Release after expiry, a double
+//!    release, release by another owner: nothing changes on the server, and the caller learns
+//!    it no longer held the lock.
+//! 2. **One holder at a time.** Acquire is one atomic server operation; no wall-clock
+//!    comparisons between machines.
+//! 3. **Validity counts from the request.** A guard's remaining time is measured from when the
+//!    acquire request was sent, not from when the reply arrived.
+//! 4. **Nothing is left behind.** A guard dropped without release is released in the
+//!    background; a cancelled acquire leaves no lock beyond its TTL.
+//! 5. **No lost wake-up.** A waiter subscribes to release notices before it tries, so a
+//!    release between its try and its wait still wakes it; polling is a bounded fallback, and a
+//!    waiter never sleeps past the holder's remaining TTL.
+//! 6. **Bad input is a typed error**, never a panic and never a lock: empty keys, zero or
+//!    overflowing durations, what the server cannot represent.
+//! 7. **Secrets stay secret** (URLs and their passwords; checked by each backend's own tests).
+//! 8. **Deadlines hold.** A call returns within its timeout plus a small documented margin.
+//! 9. **Fencing tokens strictly increase** per lock, where a backend claims them.
+//! 10. **A job dies with its lock** (`pylock run`; checked by the command's tests).
+//! 11. **Operators' tools act only on locks**: `inspect` and `force_release` see and free
+//!     locks of ours, whoever holds them.
+//! 12. **A lease ends with its TTL** unless extended, and an extend keeps it.
+//! 13. **A holder learns of a loss**: the guard says when its lock ran out or was taken, work
+//!     run until lost stops, renewal keeps a lock only within its hold bound.
+//! 14. **Names are what they say**: the key prefix makes distinct locks of one name.
+//! 15. **Fair locks are first come, first served**, and a waiter that gave up or vanished
+//!     loses its place.
 
 // The checks are assertions, like tests: they panic with a message on a broken rule.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
@@ -134,21 +170,96 @@ checks! {
     a_fair_waiter_never_heard_from_again_is_skipped: needs_fairness,
 }
 
-/// Runs every check that applies to `backend`; panics at the first failure.
+/// Runs every check that applies to `backend`, each in a task of its own, one after another.
+///
+/// # Panics
+///
+/// After the last check, if any failed, naming each with its message.
 pub async fn run_all(backend: Arc<dyn LockBackend>) -> Report {
     let caps = backend.capabilities();
     let mut report = Report::default();
+    let mut failed = Vec::new();
     for check in CHECKS {
         match (check.skip_reason)(&caps) {
             Some(reason) => report.skipped.push((check.name, reason)),
             None => {
                 tracing::info!(check = check.name, backend = backend.name(), "conformance");
-                check.run(Arc::clone(&backend)).await;
-                report.passed.push(check.name);
+                let run = check.run(Arc::clone(&backend));
+                match tokio::spawn(run).await {
+                    Ok(()) => report.passed.push(check.name),
+                    Err(error) => failed.push(format!("{}: {}", check.name, panic_message(error))),
+                }
             }
         }
     }
+    assert!(
+        failed.is_empty(),
+        "{} of {} conformance checks failed on the {} backend:\n{}",
+        failed.len(),
+        failed.len() + report.passed.len(),
+        backend.name(),
+        failed.join("\n")
+    );
     report
+}
+
+/// What a check's task ended with.
+fn panic_message(error: tokio::task::JoinError) -> String {
+    if !error.is_panic() {
+        return error.to_string();
+    }
+    let payload = error.into_panic();
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panicked".to_owned())
+}
+
+/// The backend a group of [`trials`] runs against, made by the first trial that runs and shared
+/// by the others; `Err(reason)` ignores the trials (say, no server to test against).
+pub type Fixture = Arc<dyn Fn() -> std::result::Result<Arc<dyn LockBackend>, String> + Send + Sync>;
+
+/// One [`libtest_mimic::Trial`] per check, named `<group>::<check>`, each run on `runtime`
+/// against the backend `fixture` gives. A check that the backend's [`Capabilities`] exclude,
+/// or all of them when `fixture` has no backend, is reported as ignored with the reason.
+///
+/// In a test target with `harness = false`:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use pylock_core::raw::LockBackend;
+/// use pylock_core::{MemoryBackend, conformance};
+///
+/// fn main() -> std::process::ExitCode {
+///     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+///     let memory: Arc<dyn LockBackend> = Arc::new(MemoryBackend::new());
+///     let trials = conformance::trials("memory", runtime.handle(), Arc::new(move || Ok(Arc::clone(&memory))));
+///     libtest_mimic::run(&libtest_mimic::Arguments::from_args(), trials).exit_code()
+/// }
+/// ```
+pub fn trials(
+    group: &str,
+    runtime: &tokio::runtime::Handle,
+    fixture: Fixture,
+) -> Vec<libtest_mimic::Trial> {
+    CHECKS
+        .iter()
+        .map(|check| {
+            let (runtime, fixture) = (runtime.clone(), Arc::clone(&fixture));
+            libtest_mimic::Trial::ignorable_test(format!("{group}::{}", check.name), move || {
+                let backend = match fixture() {
+                    Ok(backend) => backend,
+                    Err(reason) => return Ok(libtest_mimic::Completion::ignored_with(reason)),
+                };
+                if let Some(reason) = (check.skip_reason)(&backend.capabilities()) {
+                    return Ok(libtest_mimic::Completion::ignored_with(reason));
+                }
+                runtime.block_on(check.run(backend));
+                Ok(libtest_mimic::Completion::Completed)
+            })
+        })
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -281,6 +392,8 @@ impl LockBackend for Probe {
 
 /// Empty keys, zero, too long or overflowing durations are typed errors, and nothing is
 /// locked by a refused request.
+///
+/// Rule 6 of [the rules](self#the-rules).
 pub async fn bad_input_is_rejected(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let lock = locks.lock("bad-input");
@@ -348,6 +461,8 @@ pub async fn bad_input_is_rejected(backend: Arc<dyn LockBackend>) {
 
 /// Lock `somekey` is server key `pylock:somekey`; the prefix can be changed per client and per
 /// lock, and the same name under two prefixes is two locks.
+///
+/// Rule 14 of [the rules](self#the-rules).
 pub async fn key_prefix_is_applied(backend: Arc<dyn LockBackend>) {
     let probe = Arc::new(Probe::new(&backend));
     let probed: Arc<dyn LockBackend> = probe.clone();
@@ -388,6 +503,8 @@ pub async fn key_prefix_is_applied(backend: Arc<dyn LockBackend>) {
 }
 
 /// A timeout of zero makes exactly one attempt, held or not.
+///
+/// Rule 8 of [the rules](self#the-rules).
 pub async fn zero_timeout_is_one_attempt(backend: Arc<dyn LockBackend>) {
     let probe = Arc::new(Probe::new(&backend));
     let locks = client(&(probe.clone() as Arc<dyn LockBackend>));
@@ -411,7 +528,7 @@ pub async fn zero_timeout_is_one_attempt(backend: Arc<dyn LockBackend>) {
 }
 
 /// A guard's validity is counted from when the acquire request was sent, not from when its
-/// answer arrived (safety rule 3).
+/// answer arrived (rule 3).
 pub async fn validity_counts_from_the_request(backend: Arc<dyn LockBackend>) {
     let delay = Duration::from_millis(400);
     let mut probe = Probe::new(&backend);
@@ -429,6 +546,8 @@ pub async fn validity_counts_from_the_request(backend: Arc<dyn LockBackend>) {
 }
 
 /// While one owner holds the lock, nobody else gets it; after release, someone can.
+///
+/// Rule 2 of [the rules](self#the-rules).
 pub async fn holder_excludes_others(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let lock = locks.lock("excludes");
@@ -444,7 +563,7 @@ pub async fn holder_excludes_others(backend: Arc<dyn LockBackend>) {
 }
 
 /// Only the token that holds a lock can release or extend it; double release does nothing
-/// (safety rule 1, at the level of the backend's primitives).
+/// (rule 1, at the level of the backend's primitives).
 pub async fn only_the_owner_releases_or_extends(backend: Arc<dyn LockBackend>) {
     let key = format!("{}owner", client(&backend).settings().key_prefix);
     let owner = Token::generate().expect("token");
@@ -479,6 +598,8 @@ pub async fn only_the_owner_releases_or_extends(backend: Arc<dyn LockBackend>) {
 
 /// `acquire` gives up with `Error::Timeout` once the timeout has passed, not before and not
 /// much later.
+///
+/// Rule 8 of [the rules](self#the-rules).
 pub async fn timeout_is_kept(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let lock = locks.lock("timeout");
@@ -500,6 +621,8 @@ pub async fn timeout_is_kept(backend: Arc<dyn LockBackend>) {
 }
 
 /// A lock nobody releases is free once its TTL has run out.
+///
+/// Rule 12 of [the rules](self#the-rules).
 pub async fn expiry_frees_the_lock(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -511,7 +634,7 @@ pub async fn expiry_frees_the_lock(backend: Arc<dyn LockBackend>) {
 }
 
 /// After A's lock expired and B took it, A's release and extend report `Error::Lost` and leave
-/// B's lock as it was (safety rule 1, through guards).
+/// B's lock as it was (rule 1, through guards).
 pub async fn lost_lock_release_and_extend_change_nothing(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -561,6 +684,8 @@ pub async fn lost_lock_release_and_extend_change_nothing(backend: Arc<dyn LockBa
 }
 
 /// `extend` keeps the lock past its original TTL.
+///
+/// Rule 12 of [the rules](self#the-rules).
 pub async fn extend_keeps_the_lock(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -577,7 +702,7 @@ pub async fn extend_keeps_the_lock(backend: Arc<dyn LockBackend>) {
 }
 
 /// A guard dropped without release is released in the background, long before its TTL
-/// (safety rule 4).
+/// (rule 4).
 pub async fn dropped_guard_is_released(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let lock = locks.lock("dropped").expires(Duration::from_secs(60));
@@ -592,7 +717,7 @@ pub async fn dropped_guard_is_released(backend: Arc<dyn LockBackend>) {
 }
 
 /// An acquire cancelled after its attempt reached the server leaves no lock behind
-/// (safety rule 4).
+/// (rule 4).
 pub async fn cancelled_acquire_leaves_no_lock(backend: Arc<dyn LockBackend>) {
     let mut probe = Probe::new(&backend);
     probe.delay_after_acquire = Duration::from_secs(5);
@@ -615,6 +740,8 @@ pub async fn cancelled_acquire_leaves_no_lock(backend: Arc<dyn LockBackend>) {
 
 /// Many tasks on one key: every critical section runs alone (no two hold intervals overlap)
 /// and a non-atomic read-modify-write of a shared counter loses no update.
+///
+/// Rule 2 of [the rules](self#the-rules).
 pub async fn mutual_exclusion_under_contention(backend: Arc<dyn LockBackend>) {
     const TASKS: usize = 8;
     const ROUNDS: usize = 10;
@@ -665,7 +792,7 @@ pub async fn mutual_exclusion_under_contention(backend: Arc<dyn LockBackend>) {
 }
 
 /// A waiter wakes when the holder releases, not at its next poll: with polling slowed to 20 s
-/// (and a timeout of 8 s), it still gets the lock within seconds of the release (safety rule 5).
+/// (and a timeout of 8 s), it still gets the lock within seconds of the release (rule 5).
 pub async fn waiter_wakes_on_release(backend: Arc<dyn LockBackend>) {
     let slow_polls = client(&backend).with_settings({
         let mut settings = client(&backend).settings().clone();
@@ -695,7 +822,7 @@ pub async fn waiter_wakes_on_release(backend: Arc<dyn LockBackend>) {
 }
 
 /// A release that happens after a waiter's attempt failed but before it starts waiting still
-/// wakes it (safety rule 5, no lost wake-ups). Two moments are checked: between the first
+/// wakes it (rule 5). Two moments are checked: between the first
 /// attempt and the subscription (the waiter must try again once subscribed), and between a
 /// later attempt and its wait (the subscription must already be active on the server).
 pub async fn release_between_attempt_and_wait_still_wakes(backend: Arc<dyn LockBackend>) {
@@ -746,6 +873,8 @@ async fn release_after_held_answer(
 }
 
 /// Fencing tokens strictly increase per key: across releases and across expiries.
+///
+/// Rule 9 of [the rules](self#the-rules).
 pub async fn fencing_tokens_increase(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -772,6 +901,8 @@ pub async fn fencing_tokens_increase(backend: Arc<dyn LockBackend>) {
 }
 
 /// `run_until_lost` stops work that outlives its lock and says `Error::Lost`.
+///
+/// Rule 13 of [the rules](self#the-rules).
 pub async fn run_until_lost_stops_the_work(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -792,6 +923,8 @@ pub async fn run_until_lost_stops_the_work(backend: Arc<dyn LockBackend>) {
 
 /// A guard tells when its lock is lost: when its validity runs out (`Expired`), and when the
 /// server says another owner has it (`Error::Lost` from extend).
+///
+/// Rule 13 of [the rules](self#the-rules).
 pub async fn loss_is_visible(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -818,6 +951,8 @@ pub async fn loss_is_visible(backend: Arc<dyn LockBackend>) {
 
 /// With auto-renewal a lock outlives several TTLs while its guard lives, and is free right
 /// after release.
+///
+/// Rule 13 of [the rules](self#the-rules).
 pub async fn auto_renewal_keeps_the_lock(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -839,6 +974,8 @@ pub async fn auto_renewal_keeps_the_lock(backend: Arc<dyn LockBackend>) {
 
 /// With a hold bound, renewals stop so that the lock ends at the bound: the guard reports the
 /// loss and others get the lock.
+///
+/// Rule 13 of [the rules](self#the-rules).
 pub async fn hold_bound_ends_a_stuck_holder(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let ttl = short_ttl(&backend);
@@ -867,6 +1004,8 @@ pub async fn hold_bound_ends_a_stuck_holder(backend: Arc<dyn LockBackend>) {
 
 /// `inspect` sees the holder (TTL, fence), `force_release` frees a lock whoever holds it,
 /// and the old holder then finds it lost.
+///
+/// Rule 11 of [the rules](self#the-rules).
 pub async fn inspect_and_force_release(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let lock = locks.lock("operator");
@@ -917,6 +1056,8 @@ pub async fn inspect_and_force_release(backend: Arc<dyn LockBackend>) {
 
 /// Fair waiters get the lock in the order they started waiting, and a fair newcomer that
 /// keeps trying cannot jump the queue, however often and however fast it tries.
+///
+/// Rule 15 of [the rules](self#the-rules).
 pub async fn fair_waiters_take_turns_in_the_order_they_came(backend: Arc<dyn LockBackend>) {
     const WAITERS: usize = 6;
     let locks = client(&backend);
@@ -973,6 +1114,8 @@ pub async fn fair_waiters_take_turns_in_the_order_they_came(backend: Arc<dyn Loc
 /// A fair waiter that times out or is cancelled leaves the queue then and there: the next
 /// in line gets the lock at the release, not after the leaver's patience (set here to far
 /// longer than the check).
+///
+/// Rule 15 of [the rules](self#the-rules).
 pub async fn a_fair_waiter_that_gives_up_leaves_the_queue_at_once(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let patience = Duration::from_secs(120);
@@ -1010,6 +1153,8 @@ pub async fn a_fair_waiter_that_gives_up_leaves_the_queue_at_once(backend: Arc<d
 
 /// A fair waiter that joined the queue and was never heard from again (its process died)
 /// is skipped once its patience has passed: the queue does not stop for good.
+///
+/// Rule 15 of [the rules](self#the-rules).
 pub async fn a_fair_waiter_never_heard_from_again_is_skipped(backend: Arc<dyn LockBackend>) {
     let locks = client(&backend);
     let patience = Duration::from_millis(600);

@@ -413,14 +413,6 @@ mod tests {
         assert_eq!(backend.state().holders.len(), 1);
     }
 
-    #[cfg(feature = "conformance")]
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn passes_every_conformance_check() {
-        let report = crate::conformance::run_all(Arc::new(MemoryBackend::new())).await;
-        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-        assert_eq!(report.passed.len(), crate::conformance::CHECKS.len());
-    }
-
     #[test]
     fn urls() {
         let default = open("memory://").unwrap();

@@ -219,3 +219,61 @@ async fn rule_5_missing_release_notices_are_caught() {
 async fn fencing_tokens_that_do_not_increase_are_caught() {
     caught(Flaw::StuckFence, "fencing_tokens_increase").await;
 }
+
+/// `run_all` does not stop at the first broken rule: it names every check that failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_names_every_broken_rule_at_once() {
+    let run = tokio::spawn(pylock_core::conformance::run_all(Table::build(
+        Flaw::ReleaseIgnoresOwner,
+    )));
+    let error = run.await.expect_err("run_all panics on a broken backend");
+    let payload = error.into_panic();
+    let message = payload
+        .downcast_ref::<String>()
+        .expect("a formatted message");
+    for check in [
+        "only_the_owner_releases_or_extends",
+        "lost_lock_release_and_extend_change_nothing",
+    ] {
+        assert!(message.contains(check), "{check} missing: {message}");
+    }
+    assert!(message.contains("conformance checks failed"), "{message}");
+}
+
+/// Each check is a trial of its own: a broken rule fails its trial, and what a backend cannot
+/// do is ignored, not passed.
+#[test]
+fn trials_are_one_per_check_and_excused_checks_are_ignored() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let trials = |flaw: Flaw| {
+        let backend = Table::build(flaw);
+        pylock_core::conformance::trials(
+            "table",
+            runtime.handle(),
+            Arc::new(move || Ok(Arc::clone(&backend))),
+        )
+    };
+    let names: Vec<String> = trials(Flaw::None)
+        .iter()
+        .map(|trial| trial.name().to_owned())
+        .collect();
+    let expected: Vec<String> = CHECKS
+        .iter()
+        .map(|check| format!("table::{}", check.name))
+        .collect();
+    assert_eq!(names, expected);
+    let run = |flaw: Flaw, check: &str| {
+        let arguments = libtest_mimic::Arguments {
+            filter: Some(format!("table::{check}")),
+            exact: true,
+            test_threads: Some(1),
+            ..libtest_mimic::Arguments::default()
+        };
+        let outcome = libtest_mimic::run(&arguments, trials(flaw));
+        (outcome.num_passed, outcome.num_failed, outcome.num_ignored)
+    };
+    assert_eq!(run(Flaw::None, "fencing_tokens_increase"), (1, 0, 0));
+    assert_eq!(run(Flaw::StuckFence, "fencing_tokens_increase"), (0, 1, 0));
+    // The table keeps no fair queue and cannot inspect: those checks are ignored.
+    assert_eq!(run(Flaw::None, "inspect_and_force_release"), (0, 0, 1));
+}

@@ -1,4 +1,4 @@
-//! The memcache backend against real memcached: the conformance suite through each provider,
+//! The memcache backend against real memcached (its conformance suite is in conformance.rs):
 //! owner-checked release and extend read back from the server, command injection, restarts,
 //! a dead server, and a pool of servers.
 
@@ -6,8 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pylock::memcache::{MemcacheBackend, keys};
-use pylock::{Error, LockBackend, Locks};
-use pylock_core::conformance;
+use pylock::{Error, Locks};
 use pylock_tests::outage::assert_outage_reported_and_survived;
 use pylock_tests::{Kind, Needs, Provider, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -41,38 +40,6 @@ async fn raw(port: u16, request: &str) -> String {
         line.push_str(&data);
     }
     line
-}
-
-async fn run_suite(needs: Needs) {
-    let Some(server) = TestServer::start(Kind::Memcached, needs).await else {
-        return;
-    };
-    let backend: Arc<dyn LockBackend> =
-        Arc::new(MemcacheBackend::from_url(server.url()).expect("backend"));
-    let report = conformance::run_all(backend).await;
-    let skipped: Vec<&str> = report.skipped.iter().map(|(name, _)| *name).collect();
-    assert_eq!(
-        skipped,
-        vec![
-            "waiter_wakes_on_release",
-            "release_between_attempt_and_wait_still_wakes",
-            "fencing_tokens_increase",
-            "fair_waiters_take_turns_in_the_order_they_came",
-            "a_fair_waiter_that_gives_up_leaves_the_queue_at_once",
-            "a_fair_waiter_never_heard_from_again_is_skipped",
-        ]
-    );
-    assert_eq!(report.passed.len(), conformance::CHECKS.len() - 6);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_on_a_container() {
-    run_suite(Needs::any().from(Provider::Container)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_on_a_local_binary() {
-    run_suite(Needs::any().from(Provider::Binary)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

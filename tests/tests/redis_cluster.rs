@@ -1,14 +1,13 @@
-//! pylock on a real Redis Cluster (`redis+cluster://`): the conformance suite, locks spread
-//! over every master, replica acknowledgement with `wait_replicas`, and a master killed and
-//! replaced by its replica.
+//! pylock on a real Redis Cluster (`redis+cluster://`; its conformance run is in
+//! conformance.rs): locks spread over every master, replica acknowledgement with
+//! `wait_replicas`, and a master killed and replaced by its replica.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pylock::redis::RedisBackend;
-use pylock::{Error, LockBackend, Locks};
-use pylock_core::conformance;
+use pylock::{Error, Locks};
 use pylock_tests::TestCluster;
 use pylock_tests::cluster::cli;
 
@@ -20,18 +19,6 @@ async fn cluster(masters: usize, replicas: usize) -> Option<TestCluster> {
     tokio::task::spawn_blocking(move || TestCluster::start(masters, replicas))
         .await
         .expect("cluster fixture")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_on_a_cluster() {
-    let Some(cluster) = cluster(3, 0).await else {
-        return;
-    };
-    let backend: Arc<dyn LockBackend> =
-        Arc::new(RedisBackend::from_url(&cluster.url()).expect("backend"));
-    let report = conformance::run_all(backend).await;
-    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-    assert_eq!(report.passed.len(), conformance::CHECKS.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,12 +1,11 @@
-//! Redlock (`redlock://`) on real, independent Redis servers: the conformance suite on 3 and
-//! 5 nodes, a minority down, a majority down, and the node-restart rule.
+//! Redlock (`redlock://`) on real, independent Redis servers (the conformance suite on 3 and 5
+//! nodes is in conformance.rs): a minority down, a majority down, and the node-restart rule.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pylock::redis::RedlockBackend;
-use pylock::{Error, LockBackend, Locks};
-use pylock_core::conformance;
+use pylock::{Error, Locks};
 use pylock_tests::{Kind, Needs, TestServer, raw_redis};
 
 /// `count` servers of the test's own (they get stopped and restarted).
@@ -47,39 +46,6 @@ async fn exists_on(node: &TestServer, key: &str) -> bool {
         .await
         .expect("EXISTS");
     exists
-}
-
-async fn suite(count: usize) {
-    let Some(nodes) = nodes(count).await else {
-        return;
-    };
-    let backend: Arc<dyn LockBackend> =
-        Arc::new(RedlockBackend::from_url(&url(&nodes, "")).expect("backend"));
-    let caps = backend.capabilities();
-    assert!(!caps.fencing, "Redlock must not claim fencing tokens");
-    let report = conformance::run_all(backend).await;
-    let skipped: Vec<&str> = report.skipped.iter().map(|(name, _)| *name).collect();
-    // Neither fencing nor a fair queue: independent masters share no counter and no line.
-    assert_eq!(
-        skipped,
-        vec![
-            "fencing_tokens_increase",
-            "fair_waiters_take_turns_in_the_order_they_came",
-            "a_fair_waiter_that_gives_up_leaves_the_queue_at_once",
-            "a_fair_waiter_never_heard_from_again_is_skipped",
-        ]
-    );
-    assert_eq!(report.passed.len(), conformance::CHECKS.len() - 4);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_on_three_nodes() {
-    suite(3).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn conformance_on_five_nodes() {
-    suite(5).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
