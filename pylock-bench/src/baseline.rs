@@ -12,7 +12,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
 use crate::cpu::{self, PerCycle};
-use crate::scenarios::{self, Budget};
+use crate::load::{Budget, in_tasks};
 use crate::stats::Samples;
 
 /// Round trips of the server named by `url`, if the scheme has a baseline.
@@ -239,7 +239,7 @@ async fn raw_cycles(
     scripts: bool,
 ) -> Samples {
     let manager = manager.clone();
-    scenarios::in_tasks(tasks, budget, move |task, i| {
+    in_tasks(tasks, budget, move |task, i| {
         let mut connection = manager.clone();
         let key = format!("raw:{task}:{}", i % 16);
         async move {

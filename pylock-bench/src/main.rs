@@ -31,6 +31,7 @@
 mod baseline;
 mod cpu;
 mod crowd;
+mod load;
 mod scenarios;
 mod stats;
 
@@ -43,7 +44,7 @@ use pylock::{LockBackend, Locks};
 
 use crate::baseline::{Baseline, Pinger};
 use crate::cpu::PerCycle;
-use crate::scenarios::Budget;
+use crate::load::Budget;
 use crate::stats::Samples;
 
 #[derive(Parser, Debug)]

@@ -8,14 +8,8 @@ use tokio::sync::{Mutex, watch};
 use tokio::time::Instant;
 
 use crate::baseline::{FloorPinger, Pinger};
+use crate::load::{Budget, in_tasks};
 use crate::stats::Samples;
-
-/// Limits of one scenario: it stops at whichever comes first.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Budget {
-    pub(crate) operations: u64,
-    pub(crate) time: Duration,
-}
 
 /// One task, fresh keys: acquire + release, one after the other. With a pinger, each cycle
 /// is preceded by a PING, timed into the second result, so cycle and round trip are measured
@@ -97,41 +91,6 @@ pub(crate) fn blocking(
         }
     }
     log.finish()
-}
-
-/// Runs `cycle(task, i)` over and over in `tasks` concurrent tasks, within `budget`, timing
-/// each cycle.
-pub(crate) async fn in_tasks<F, Fut>(tasks: usize, budget: Budget, cycle: F) -> Samples
-where
-    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let started = Instant::now();
-    let per_task = budget.operations / tasks as u64;
-    let handles: Vec<_> = (0..tasks)
-        .map(|task| {
-            let cycle = cycle.clone();
-            tokio::spawn(async move {
-                let mut samples = Samples::default();
-                for i in 0..per_task {
-                    let begun = Instant::now();
-                    cycle(task, i).await;
-                    samples.push(begun.elapsed());
-                    samples.operations += 1;
-                    if started.elapsed() > budget.time {
-                        break;
-                    }
-                }
-                samples
-            })
-        })
-        .collect();
-    let mut all = Samples::default();
-    for handle in handles {
-        all.extend(handle.await.expect("task"));
-    }
-    all.elapsed = started.elapsed();
-    all
 }
 
 /// `tasks` tasks on distinct keys of one backend, acquiring and releasing as fast as they can.
