@@ -4,7 +4,7 @@
 
 pub mod cluster;
 pub mod docker;
-pub mod outage;
+pub mod faults;
 pub mod proxy;
 pub mod server;
 pub mod skip;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pylock::memcache::{MemcacheBackend, keys};
 use pylock::{Error, Locks};
-use pylock_tests::outage::assert_outage_reported_and_survived;
+use pylock_tests::faults;
 use pylock_tests::{Kind, Needs, Provider, TestServer};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -120,44 +120,12 @@ async fn a_lock_name_cannot_inject_a_command() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_while_held_is_reported_and_new_acquires_work() {
-    let Some(mut server) = TestServer::start(Kind::Memcached, Needs::control()).await else {
-        return;
-    };
-    let locks = locks(server.url());
-    let lock = locks.lock("restart").expires(Duration::from_secs(60));
-    let mut guard = lock.acquire().await.expect("acquire");
-    server.restart().await;
-    assert!(matches!(
-        guard.extend(Duration::from_secs(60)).await,
-        Err(Error::Lost { .. })
-    ));
-    assert!(matches!(guard.release().await, Err(Error::Lost { .. })));
-    let again = lock
-        .clone()
-        .timeout(Duration::from_secs(10))
-        .acquire()
-        .await
-        .expect("the same backend acquires after the restart");
-    again.release().await.expect("release");
+    faults::a_restart_while_held_is_reported(Kind::Memcached).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_server_is_a_clear_error_within_the_timeout() {
-    let Some(mut server) = TestServer::start(Kind::Memcached, Needs::control()).await else {
-        return;
-    };
-    let url = format!(
-        "{}?connect_timeout=500ms&response_timeout=500ms",
-        server.url()
-    );
-    let locks = locks(&url);
-    assert_outage_reported_and_survived(
-        &mut server,
-        &locks.lock("dead"),
-        "memcache",
-        Duration::from_millis(500),
-    )
-    .await;
+    faults::a_dead_server_is_reported_in_time(Kind::Memcached, "memcache").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

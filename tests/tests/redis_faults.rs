@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use pylock::redis::RedisBackend;
 use pylock::{Backoff, Error, LockBackend, Locks, Settings};
-use pylock_tests::outage::assert_outage_reported_and_survived;
+use pylock_tests::faults;
 use pylock_tests::{Kind, Needs, TestServer, raw_redis};
 use redis::AsyncCommands;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -19,29 +19,7 @@ fn locks(url: &str) -> Locks {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_while_held_is_reported_and_the_backend_keeps_working() {
-    let Some(mut server) = TestServer::start(Kind::Redis, Needs::control()).await else {
-        return;
-    };
-    let locks = locks(server.url());
-    let lock = locks.lock("restart").expires(Duration::from_secs(30));
-    let mut guard = lock.acquire().await.expect("acquire");
-
-    server.restart().await;
-
-    // The lock vanished with the server's memory: the guard learns it lost the lock.
-    let extended = guard.extend(Duration::from_secs(30)).await;
-    assert!(matches!(extended, Err(Error::Lost { .. })), "{extended:?}");
-    let released = guard.release().await;
-    assert!(matches!(released, Err(Error::Lost { .. })), "{released:?}");
-
-    // The same backend (no new client) acquires again.
-    let again = lock
-        .clone()
-        .timeout(Duration::from_secs(10))
-        .acquire()
-        .await
-        .expect("acquire after the restart");
-    again.release().await.expect("release after the restart");
+    faults::a_restart_while_held_is_reported(Kind::Redis).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,21 +66,7 @@ async fn a_waiter_is_woken_after_the_server_restarts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_server_fails_acquire_in_time_and_recovery_needs_no_new_backend() {
-    let Some(mut server) = TestServer::start(Kind::Redis, Needs::control()).await else {
-        return;
-    };
-    let url = format!(
-        "{}?connect_timeout=500ms&response_timeout=500ms",
-        server.url()
-    );
-    let locks = locks(&url);
-    assert_outage_reported_and_survived(
-        &mut server,
-        &locks.lock("dead"),
-        "redis",
-        Duration::from_millis(500),
-    )
-    .await;
+    faults::a_dead_server_is_reported_in_time(Kind::Redis, "redis").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
