@@ -98,3 +98,28 @@ pub async fn assert_outage_reported_and_survived(
         .await
         .expect("release");
 }
+
+/// `inspect` and `force_release` refuse each of `not_locks` (names under which the caller
+/// planted items that are not locks of ours) with [`Error::NotALock`]; a real lock is seen,
+/// forced, and gone. The caller then checks that its planted items are still there.
+pub async fn operators_tools_refuse_what_is_not_a_lock(locks: &Locks, not_locks: &[&str]) {
+    for name in not_locks {
+        let lock = locks.lock(*name);
+        let seen = lock.inspect().await;
+        assert!(
+            matches!(seen, Err(Error::NotALock { .. })),
+            "{name}: {seen:?}"
+        );
+        let forced = lock.force_release().await;
+        assert!(
+            matches!(forced, Err(Error::NotALock { .. })),
+            "{name}: {forced:?}"
+        );
+    }
+    let real = locks.lock("real");
+    let guard = real.acquire().await.expect("acquire");
+    assert!(real.inspect().await.expect("inspect").is_some());
+    assert!(real.force_release().await.expect("force"));
+    assert!(real.inspect().await.expect("inspect").is_none());
+    guard.abandon();
+}

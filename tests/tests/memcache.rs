@@ -221,43 +221,11 @@ async fn operators_tools_touch_only_locks() {
             .trim(),
         "HD"
     );
-    for name in ["text", "forever"] {
-        let lock = locks.lock(name);
-        let seen = lock.inspect().await;
-        assert!(
-            matches!(seen, Err(Error::NotALock { .. })),
-            "{name}: {seen:?}"
-        );
-        let forced = lock.force_release().await;
-        assert!(
-            matches!(forced, Err(Error::NotALock { .. })),
-            "{name}: {forced:?}"
-        );
-    }
+    faults::operators_tools_refuse_what_is_not_a_lock(&locks, &["text", "forever"]).await;
     for key in [&text_key, &forever_key] {
         let item = raw(port, &format!("mg {key} v\r\n")).await;
         assert!(item.starts_with("VA"), "{key} was left alone: {item}");
     }
-
-    let guard = locks.lock("real").acquire().await.expect("acquire");
-    assert!(
-        locks
-            .lock("real")
-            .inspect()
-            .await
-            .expect("inspect")
-            .is_some()
-    );
-    assert!(locks.lock("real").force_release().await.expect("force"));
-    assert!(
-        locks
-            .lock("real")
-            .inspect()
-            .await
-            .expect("inspect")
-            .is_none()
-    );
-    guard.abandon();
 }
 
 /// Fills the server at `port` with `count` items the size of the lock's item (same key
