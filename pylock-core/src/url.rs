@@ -191,6 +191,19 @@ impl ConnectionUrl {
         &self.redacted
     }
 
+    /// Parses `url`, which must be of `scheme` (a backend's config parsing its own URL).
+    ///
+    /// # Errors
+    ///
+    /// As for [`parse`](Self::parse); [`Error::InvalidUrl`] for another scheme.
+    pub fn parse_as(url: &str, scheme: &str) -> Result<Self> {
+        let url = Self::parse(url)?;
+        if url.scheme() != scheme {
+            return Err(url.invalid(format!("{}:// is not {scheme}://", url.scheme())));
+        }
+        Ok(url)
+    }
+
     /// The hosts, each `host:port` (with `default_port`) at most once: a server listed twice
     /// would count twice in a pool or a quorum.
     ///

@@ -35,10 +35,7 @@ impl MemcacheConfig {
     /// protocol has none), a path, or a repeated server; [`Error::UnknownOption`](pylock_core::Error::UnknownOption) /
     /// [`Error::InvalidOption`](pylock_core::Error::InvalidOption) for the query options.
     pub fn from_url(url: &str) -> Result<Self> {
-        let url = ConnectionUrl::parse(url)?;
-        if url.scheme() != "memcache" {
-            return Err(url.invalid(format!("{}:// is not memcache://", url.scheme())));
-        }
+        let url = ConnectionUrl::parse_as(url, "memcache")?;
         let options = url.options(OPTIONS)?;
         if url.username().is_some() || url.password().is_some() {
             return Err(url.invalid("memcache:// takes no user or password"));

@@ -421,10 +421,7 @@ impl RedlockConfig {
     /// three or repeated nodes; [`Error::UnknownOption`](pylock_core::Error::UnknownOption) /
     /// [`Error::InvalidOption`](pylock_core::Error::InvalidOption) for the options.
     pub fn from_url(url: &str) -> Result<Self> {
-        let parsed = ConnectionUrl::parse(url)?;
-        if parsed.scheme() != "redlock" {
-            return Err(parsed.invalid(format!("{}:// is not redlock://", parsed.scheme())));
-        }
+        let parsed = ConnectionUrl::parse_as(url, "redlock")?;
         let options = parsed.options(REDLOCK_OPTIONS)?;
         let hosts = parsed.hosts();
         if hosts.len() < 3 {
