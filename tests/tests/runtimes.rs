@@ -53,6 +53,28 @@ impl Drop for Stopped {
     }
 }
 
+/// Waits for `waiter` (whose lock was released just now), releases its lock, and checks it
+/// came soon. Its last attempt at its deadline ([`PATIENCE`]) would find the lock free too:
+/// what tells a poll or a notice from sleeping through the release is how soon it came, with
+/// a wide margin.
+async fn woken_soon_after_the_release(
+    waiter: tokio::task::JoinHandle<pylock::Result<pylock::LockGuard>>,
+) {
+    let released = std::time::Instant::now();
+    waiter
+        .await
+        .expect("task")
+        .expect("the waiter got the lock")
+        .release()
+        .await
+        .expect("release");
+    let after = released.elapsed();
+    assert!(
+        after < PATIENCE / 3,
+        "the waiter got the lock {after:?} after the release: it slept through it"
+    );
+}
+
 /// Twenty acquire + release cycles of `locks` from the calling runtime, each bounded.
 async fn cycles(locks: &pylock::Locks) {
     for i in 0..20 {
@@ -137,21 +159,7 @@ fn notices_outlive_the_runtime_that_made_them() {
 
     main.block_on(async {
         held.release().await.expect("release");
-        let released = std::time::Instant::now();
-        second_waiter
-            .await
-            .expect("task")
-            .expect("the waiter of the runtime that lived on got the lock")
-            .release()
-            .await
-            .expect("release");
-        // Its last attempt at its deadline (30 s) would find the lock free too: what tells
-        // the mechanisms apart is how soon after the release it came, with a wide margin.
-        let after = released.elapsed();
-        assert!(
-            after < PATIENCE / 3,
-            "the waiter got the lock {after:?} after the release: it slept through it"
-        );
+        woken_soon_after_the_release(second_waiter).await;
         drop(server);
     });
 }
@@ -198,21 +206,7 @@ fn a_runtime_that_stopped_running_holds_up_no_one() {
         });
         tokio::time::sleep(Duration::from_millis(300)).await;
         held.release().await.expect("release");
-        let released = std::time::Instant::now();
-        waiter
-            .await
-            .expect("task")
-            .expect("the second runtime's waiter got the lock")
-            .release()
-            .await
-            .expect("release");
-        // Its last attempt at its deadline would find the lock free too: what tells a poll
-        // or a notice from sleeping through the release is how soon it came.
-        let after = released.elapsed();
-        assert!(
-            after < PATIENCE / 3,
-            "the waiter got the lock {after:?} after the release: it slept through it"
-        );
+        woken_soon_after_the_release(waiter).await;
     });
     drop(stopped);
     main.block_on(async move { drop(server) });
