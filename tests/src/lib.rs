@@ -8,6 +8,7 @@ pub mod faults;
 pub mod proxy;
 pub mod server;
 pub mod skip;
+pub mod tls;
 pub mod traces;
 
 pub use cluster::{ClusterTls, TestCluster};

@@ -17,7 +17,8 @@ use pylock::open::OpenBackend;
 use pylock::raw::LockBackend;
 use pylock::redis::{RedisBackend, RedlockBackend};
 use pylock_core::conformance::{self, CHECKS, Fixture};
-use pylock_tests::{Kind, Needs, Provider, TestCluster, TestServer};
+use pylock_tests::tls::{self, Pki};
+use pylock_tests::{ClusterTls, Kind, Needs, Provider, TestCluster, TestServer};
 use tokio::runtime::Handle;
 
 /// Makes a group's backend, and returns with it whatever must live as long as the run (the
@@ -64,7 +65,9 @@ fn groups() -> Vec<(&'static str, Start, Option<Vec<&'static str>>)> {
             Some(NO_FENCING.to_vec()),
         ),
         ("redis-unix-socket", || Box::pin(redis_unix()), none.clone()),
-        ("redis-cluster", || Box::pin(redis_cluster()), none),
+        ("redis-cluster", || Box::pin(redis_cluster()), none.clone()),
+        ("redis-tls", || Box::pin(redis_tls()), none.clone()),
+        ("redis-cluster-tls", || Box::pin(redis_cluster_tls()), none),
         (
             "redlock-3-nodes",
             || Box::pin(redlock(3)),
@@ -214,6 +217,39 @@ async fn redis_cluster() -> Made {
     boxed(
         RedisBackend::from_url(&cluster.url()).expect("backend"),
         cluster,
+    )
+}
+
+/// A TLS server with a private CA, trusted through the URL's `ca_file`.
+async fn redis_tls() -> Made {
+    let pki = Pki::make("conformance").ok_or("openssl could not make the test certificates")?;
+    let (server, port) = tls::tls_server(&pki, "no")
+        .await
+        .ok_or_else(|| no_server("redis"))?;
+    let url = tls::url(port, &format!("ca_file={}", pki.path("ca.pem")));
+    boxed(
+        RedisBackend::from_url(&url).expect("backend"),
+        (server, pki),
+    )
+}
+
+/// A Cluster whose nodes speak only TLS, clients, bus and replication alike.
+async fn redis_cluster_tls() -> Made {
+    let pki = Pki::make("cluster").ok_or("openssl could not make the test certificates")?;
+    let tls = ClusterTls {
+        cert: pki.dir.join("server.pem"),
+        key: pki.dir.join("server.key"),
+        ca: pki.dir.join("ca.pem"),
+    };
+    let cluster = tokio::task::spawn_blocking(move || TestCluster::start_tls(3, 0, tls))
+        .await
+        .expect("the cluster fixture")
+        .ok_or_else(|| no_server("redis cluster"))?;
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    boxed(
+        RedisBackend::from_url(&url).expect("backend"),
+        (cluster, pki),
     )
 }
 
