@@ -41,10 +41,5 @@ where
             })
         })
         .collect();
-    let mut all = Samples::default();
-    for handle in handles {
-        all.extend(handle.await.expect("task"));
-    }
-    all.elapsed = started.elapsed();
-    all
+    Samples::of_tasks(handles, started).await
 }

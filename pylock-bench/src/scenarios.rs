@@ -155,10 +155,5 @@ pub(crate) async fn handoff(locks: &Locks, waiters: usize, budget: Budget) -> Sa
             })
         })
         .collect();
-    let mut all = Samples::default();
-    for handle in handles {
-        all.extend(handle.await.expect("task"));
-    }
-    all.elapsed = started.elapsed();
-    all
+    Samples::of_tasks(handles, started).await
 }

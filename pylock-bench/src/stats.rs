@@ -22,6 +22,19 @@ impl Samples {
         self.operations += other.operations;
     }
 
+    /// The samples of every task of a run that started at `started`, with the run's wall time.
+    pub(crate) async fn of_tasks(
+        tasks: Vec<tokio::task::JoinHandle<Samples>>,
+        started: tokio::time::Instant,
+    ) -> Samples {
+        let mut all = Samples::default();
+        for task in tasks {
+            all.extend(task.await.expect("task"));
+        }
+        all.elapsed = started.elapsed();
+        all
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.latencies.len()
     }
