@@ -19,6 +19,14 @@
 //!   each cycle preceded by a round trip on a plain blocking socket: `floor_rtt_us` is the
 //!   p50 of those, measured alongside.
 //!
+//! - `contended` (only when named in `--scenario`; single `redis://` server): `--processes`
+//!   processes take turns on one key, `--cycles` times each, with a non-atomic counter update
+//!   inside (see `peer.rs`).
+//!
+//! With `--peer rslock` (a single `redis://` server), rslock's uncontended cycle runs after
+//! each of pylock's, and its contended workload after each of pylock's: the peer's figures
+//! and pylock's as a multiple of them.
+//!
 //! Baselines, measured in the same run: `baseline_rtt_us`, one round trip (Redis `PING`,
 //! memcached `mn`) through the async connection type the backend uses, sent before each
 //! `uncontended` cycle; `floor_rtt_us`, the same on a plain blocking socket. For Redis also
@@ -32,6 +40,7 @@ mod baseline;
 mod cpu;
 mod crowd;
 mod load;
+mod peer;
 mod scenarios;
 mod stats;
 
@@ -85,6 +94,21 @@ struct Args {
     /// Run only these scenarios (comma-separated).
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
+    /// Measure a peer library alongside on the same server: `rslock` (single `redis://`).
+    #[arg(long, value_parser = ["rslock"])]
+    peer: Option<String>,
+    /// Processes of the contended scenario.
+    #[arg(long, default_value_t = 4)]
+    processes: usize,
+    /// Lock cycles of each process of the contended scenario.
+    #[arg(long, default_value_t = 300)]
+    cycles: u64,
+    /// Internal: run as one worker process of the contended scenario, with this library.
+    #[arg(long, hide = true)]
+    worker: Option<String>,
+    /// Internal: the key the workers of the contended scenario share.
+    #[arg(long, hide = true)]
+    worker_key: Option<String>,
 }
 
 /// One run of a scenario, summarised.
@@ -160,6 +184,11 @@ fn main() {
     .enable_all()
     .build()
     .expect("runtime");
+    if let (Some(library), Some(key)) = (&args.worker, &args.worker_key) {
+        let url = args.url.first().expect("a URL");
+        runtime.block_on(peer::worker(url, library, key, args.cycles));
+        return;
+    }
     runtime.block_on(async {
         let mut first: Option<(String, f64)> = None;
         for url in &args.url {
@@ -211,6 +240,11 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         scenario: "uncontended",
         runs: Vec::new(),
     };
+    let rslock = args.peer.is_some() && url.starts_with("redis://");
+    let mut rslock_uncontended = Row {
+        scenario: "rslock-uncontended",
+        runs: Vec::new(),
+    };
     for _ in 0..repeat {
         let budget = if wanted("uncontended") {
             budget
@@ -229,13 +263,25 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         if !wanted("uncontended") {
             break;
         }
+        if rslock {
+            let samples = peer::rslock_uncontended(url, budget).await;
+            rslock_uncontended.runs.push(Run::of(samples, None));
+        }
     }
     let rtts: Vec<f64> = uncontended.runs.iter().filter_map(|r| r.rtt_us).collect();
     if !rtts.is_empty() {
         baseline.rtt_us = Some(median(rtts));
     }
+    let peer_uncontended = (!rslock_uncontended.runs.is_empty()).then(|| {
+        let pylock = uncontended.field(|r| r.p50_us).0;
+        let rslock = rslock_uncontended.field(|r| r.p50_us).0;
+        (pylock, rslock)
+    });
     if wanted("uncontended") {
         rows.push(uncontended);
+    }
+    if !rslock_uncontended.runs.is_empty() {
+        rows.push(rslock_uncontended);
     }
     if wanted("throughput") {
         let mut row = Row {
@@ -293,6 +339,19 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         rows.push(row);
     }
 
+    let mut contended: Vec<(peer::Contended, Option<peer::Contended>)> = Vec::new();
+    if wanted("contended") && url.starts_with("redis://") && !args.scenario.is_empty() {
+        for _ in 0..repeat {
+            let ours = peer::contended(url, "pylock", args.processes, args.cycles).await;
+            let theirs = if rslock {
+                Some(peer::contended(url, "rslock", args.processes, args.cycles).await)
+            } else {
+                None
+            };
+            contended.push((ours, theirs));
+        }
+    }
+
     let crowd = if wanted("crowd") {
         let meter = pinger.as_ref().and_then(Pinger::redis_connection);
         let waiters = args.waiters.unwrap_or(1000);
@@ -302,7 +361,20 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         None
     };
 
+    let contended = Contention::of(&contended, args);
     if args.json {
+        if let Some((pylock, rslock)) = peer_uncontended {
+            println!(
+                "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"peer-uncontended\",\"peer\":\"rslock\",\"p50_us\":{},\"peer_p50_us\":{},\"ratio\":{}}}",
+                pylock::redact_url(url),
+                number(Some(pylock)),
+                number(Some(rslock)),
+                fixed(Some(pylock / rslock), 3),
+            );
+        }
+        if let Some(contended) = &contended {
+            println!("{}", contended.json(backend, url));
+        }
         if let Some(crowd) = &crowd {
             println!("{}", crowd_json(backend, url, crowd, &baseline));
         }
@@ -311,6 +383,15 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         }
     } else {
         table(args, url, backend, &rows, &baseline);
+        if let Some((pylock, rslock)) = peer_uncontended {
+            println!(
+                "uncontended p50: pylock {pylock:.1} us, rslock {rslock:.1} us: pylock = {:.2} x rslock",
+                pylock / rslock
+            );
+        }
+        if let Some(contended) = &contended {
+            println!("{}", contended.line());
+        }
         if let Some(crowd) = &crowd {
             crowd_table(crowd, &baseline);
         }
@@ -318,6 +399,76 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
     rows.iter()
         .find(|row| row.scenario == "uncontended")
         .map(|row| row.field(|r| r.p50_us).0)
+}
+
+/// The contended scenario's runs, summarised: medians of wall times, and of the ratio of
+/// pylock's to the peer's in each repeat.
+struct Contention {
+    processes: usize,
+    cycles: u64,
+    pylock_s: f64,
+    peer_s: Option<f64>,
+    ratio: Option<f64>,
+    counters_exact: bool,
+}
+
+impl Contention {
+    fn of(runs: &[(peer::Contended, Option<peer::Contended>)], args: &Args) -> Option<Self> {
+        if runs.is_empty() {
+            return None;
+        }
+        let peers: Vec<f64> = runs
+            .iter()
+            .filter_map(|(_, p)| p.map(|p| p.seconds))
+            .collect();
+        let ratios: Vec<f64> = runs
+            .iter()
+            .filter_map(|(ours, p)| p.map(|p| ours.seconds / p.seconds))
+            .collect();
+        Some(Contention {
+            processes: args.processes,
+            cycles: args.cycles,
+            pylock_s: median(runs.iter().map(|(ours, _)| ours.seconds).collect()),
+            peer_s: (!peers.is_empty()).then(|| median(peers)),
+            ratio: (!ratios.is_empty()).then(|| median(ratios)),
+            counters_exact: runs
+                .iter()
+                .all(|(ours, p)| ours.counter_exact && p.is_none_or(|p| p.counter_exact)),
+        })
+    }
+
+    fn line(&self) -> String {
+        let peer = match (self.peer_s, self.ratio) {
+            (Some(peer), Some(ratio)) => {
+                format!(", rslock {peer:.3} s: pylock = {ratio:.2} x rslock")
+            }
+            _ => String::new(),
+        };
+        format!(
+            "contended ({} processes x {} cycles on one key): pylock {:.3} s{peer}; counters {}",
+            self.processes,
+            self.cycles,
+            self.pylock_s,
+            if self.counters_exact {
+                "exact"
+            } else {
+                "WRONG: two holders at once"
+            }
+        )
+    }
+
+    fn json(&self, backend: &str, url: &str) -> String {
+        format!(
+            "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"contended\",\"processes\":{},\"cycles\":{},\"seconds\":{},\"peer\":\"rslock\",\"peer_seconds\":{},\"ratio\":{},\"counters_exact\":{}}}",
+            pylock::redact_url(url),
+            self.processes,
+            self.cycles,
+            fixed(Some(self.pylock_s), 4),
+            fixed(self.peer_s, 4),
+            fixed(self.ratio, 3),
+            self.counters_exact,
+        )
+    }
 }
 
 /// The blocking round trip to compare `row` with: for the `blocking` scenario the one measured
@@ -377,6 +528,14 @@ fn crowd_table(crowd: &crowd::Crowd, baseline: &Baseline) {
         println!(
             "crowd: server commands {per_handoff:.1} per hand-off, {idle:.0} per second while all wait"
         );
+    }
+}
+
+/// `value` with `decimals` decimals, or `null`.
+fn fixed(value: Option<f64>, decimals: usize) -> String {
+    match value {
+        Some(v) if v.is_finite() => format!("{v:.decimals$}"),
+        _ => "null".to_owned(),
     }
 }
 
