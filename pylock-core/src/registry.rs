@@ -200,6 +200,42 @@ mod tests {
     }
 
     #[test]
+    fn install_registers_every_scheme_of_every_descriptor() {
+        fn refuse(url: &str) -> Result<Arc<dyn LockBackend>> {
+            Err(Error::InvalidUrl {
+                url: url.to_owned(),
+                reason: "this one refuses".to_owned(),
+            })
+        }
+        let registry = Registry::new();
+        registry.install(&[
+            BackendDescriptor {
+                name: "a",
+                schemes: &["a", "a+tls"],
+                open: crate::memory::open,
+            },
+            BackendDescriptor {
+                name: "b",
+                schemes: &["b"],
+                open: refuse,
+            },
+        ]);
+        assert_eq!(registry.schemes(), ["a", "a+tls", "b"]);
+        assert!(registry.connect("a+tls://").is_ok());
+        assert!(matches!(
+            registry.connect("b://"),
+            Err(Error::InvalidUrl { .. })
+        ));
+        // Installing again replaces, as register does: the last descriptor of a scheme wins.
+        registry.install(&[BackendDescriptor {
+            name: "b2",
+            schemes: &["b"],
+            open: crate::memory::open,
+        }]);
+        assert!(registry.connect("b://").is_ok());
+    }
+
+    #[test]
     fn global_has_memory() {
         assert!(Registry::global().contains("memory"));
         assert!(Registry::global().connect("memory://").is_ok());
