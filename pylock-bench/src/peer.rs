@@ -63,11 +63,7 @@ pub(crate) async fn contended(
 ) -> Contended {
     let key = format!("pylock-bench:contended:{}:{library}", std::process::id());
     let counter = format!("{key}:counter");
-    let client = redis::Client::open(url).expect("redis URL");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut redis = plain_connection(url).await;
     let (): () = redis.set(&counter, 0).await.expect("SET");
 
     let exe = std::env::current_exe().expect("this program");
@@ -113,11 +109,7 @@ pub(crate) async fn contended(
 /// takes the lock `cycles` times, each time incrementing the counter with a `GET` and a `SET`.
 pub(crate) async fn worker(url: &str, library: &str, key: &str, cycles: u64) {
     let counter = format!("{key}:counter");
-    let client = redis::Client::open(url).expect("redis URL");
-    let mut redis = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut redis = plain_connection(url).await;
     let locks = pylock::connect(url).expect("URL");
     let manager = LockManager::new(vec![url.to_owned()]);
     // Connect and load the scripts before the clock starts.
@@ -168,6 +160,15 @@ async fn held(locks: &Locks, key: &str) -> pylock::LockGuard {
         .acquire()
         .await
         .expect("acquire")
+}
+
+/// A connection of the `redis` crate's own, for the counter.
+async fn plain_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url)
+        .expect("redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
 }
 
 /// The non-atomic increment the lock protects.
