@@ -459,11 +459,16 @@ impl Contention {
 
     fn json(&self, backend: &str, url: &str) -> String {
         format!(
-            "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"contended\",\"processes\":{},\"cycles\":{},\"seconds\":{},\"peer\":\"rslock\",\"peer_seconds\":{},\"ratio\":{},\"counters_exact\":{}}}",
+            "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"contended\",\"processes\":{},\"cycles\":{},\"seconds\":{},\"peer\":{},\"peer_seconds\":{},\"ratio\":{},\"counters_exact\":{}}}",
             pylock::redact_url(url),
             self.processes,
             self.cycles,
             fixed(Some(self.pylock_s), 4),
+            if self.peer_s.is_some() {
+                "\"rslock\""
+            } else {
+                "null"
+            },
             fixed(self.peer_s, 4),
             fixed(self.ratio, 3),
             self.counters_exact,
