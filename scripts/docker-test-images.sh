@@ -4,7 +4,7 @@
 # packed with `docker import`. Prints the image names as shell assignments.
 #
 #   eval "$(bash scripts/docker-test-images.sh)"
-#   # PYLOCK_TEST_REDIS_IMAGE=pylock-test/redis:local PYLOCK_TEST_MEMCACHED_IMAGE=...
+#   # PYLOCK_TEST_REDIS_IMAGE=pylock-test/redis:local PYLOCK_TEST_MEMCACHED_IMAGE=... PYLOCK_TEST_ETCD_IMAGE=...
 set -euo pipefail
 
 image_of() { # binary image-name
@@ -24,5 +24,7 @@ image_of() { # binary image-name
 
 image_of "$(command -v redis-server)" pylock-test/redis:local
 image_of "$(command -v memcached)" pylock-test/memcached:local
+image_of "$(command -v etcd)" pylock-test/etcd:local
 echo "export PYLOCK_TEST_REDIS_IMAGE=pylock-test/redis:local"
 echo "export PYLOCK_TEST_MEMCACHED_IMAGE=pylock-test/memcached:local"
+echo "export PYLOCK_TEST_ETCD_IMAGE=pylock-test/etcd:local"

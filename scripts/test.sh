@@ -3,10 +3,11 @@
 # packages as crates.io would build them.
 # README.md gives this command to new users; .ci/run calls it too.
 #
-# The integration tests start their own Redis and memcached servers (see tests/src/server.rs):
-# from PYLOCK_TEST_REDIS_URL / PYLOCK_TEST_MEMCACHE_URL, through testcontainers when a Docker
-# engine answers, or from the redis-server and memcached binaries, which this script installs
-# with apt-get when they are missing and it runs as root.
+# The integration tests start their own Redis, memcached and etcd servers (see
+# tests/src/server.rs): from PYLOCK_TEST_REDIS_URL / PYLOCK_TEST_MEMCACHE_URL /
+# PYLOCK_TEST_ETCD_URL, through testcontainers when a Docker engine answers, or from the
+# redis-server, memcached and etcd binaries, which this script installs with apt-get (with
+# protoc, which building pylock-etcd needs) when they are missing and it runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v memcached >/dev/null 2>&1 || missing+=(memcached)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
+# pylock-etcd's client compiles etcd's protocol files: it needs protoc to build at all.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     step "installing ${missing[*]} for the integration tests"

@@ -125,8 +125,8 @@ async fn library_chaos(kind: Kind, scheme: &str) {
     );
     let ttl = match kind {
         Kind::Redis => Duration::from_millis(600),
-        // memcached counts whole seconds.
-        Kind::Memcached => Duration::from_secs(2),
+        // memcached counts whole seconds; etcd's leases too, with a minimum of about 2 s.
+        Kind::Memcached | Kind::Etcd => Duration::from_secs(2),
     };
     let timeout = Duration::from_secs(2);
     let key = format!("chaos-{}", std::process::id());
@@ -299,6 +299,11 @@ async fn chaos_library_on_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_library_on_memcached() {
     library_chaos(Kind::Memcached, "memcache").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_library_on_etcd() {
+    library_chaos(Kind::Etcd, "etcd").await;
 }
 
 /// One `pylock` process the chaos may strike.

@@ -28,6 +28,8 @@ pub fn install_in(registry: &Registry) {
     registry.install(pylock_redis::BACKENDS);
     #[cfg(feature = "memcache")]
     registry.install(pylock_memcache::BACKENDS);
+    #[cfg(feature = "etcd")]
+    registry.install(pylock_etcd::BACKENDS);
 }
 
 // The one unsafe item of the workspace. A load-time constructor is the only way a facade can

@@ -40,6 +40,11 @@ pub use pylock_redis as redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "memcache")))]
 pub use pylock_memcache as memcache;
 
+/// `etcd://`: locks on an etcd cluster, with fencing tokens from its replicated revisions.
+#[cfg(feature = "etcd")]
+#[cfg_attr(docsrs, doc(cfg(feature = "etcd")))]
+pub use pylock_etcd as etcd;
+
 /// A client for `url`, with every backend this crate's features enable installed.
 ///
 /// The same as [`Locks::connect`]; it exists so that the facade works even where the

@@ -3,8 +3,8 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `PYLOCK_TEST_REDIS_URL`, `PYLOCK_TEST_MEMCACHE_URL` | use this server (shared tests only) |
-//! | `PYLOCK_TEST_REDIS_IMAGE`, `PYLOCK_TEST_MEMCACHED_IMAGE` | container image (default: the official `redis:7`, `memcached:1.6`) |
+//! | `PYLOCK_TEST_REDIS_URL`, `PYLOCK_TEST_MEMCACHE_URL`, `PYLOCK_TEST_ETCD_URL` | use this server (shared tests only) |
+//! | `PYLOCK_TEST_REDIS_IMAGE`, `PYLOCK_TEST_MEMCACHED_IMAGE`, `PYLOCK_TEST_ETCD_IMAGE` | container image (default: the official `redis:7`, `memcached:1.6`, `quay.io/coreos/etcd:v3.5.17`) |
 //! | `PYLOCK_TEST_PROVIDER` | force `container` or `binary` |
 //! | `CI=true` | a missing server fails the test instead of skipping it |
 //!
@@ -30,6 +30,9 @@ pub enum Kind {
     Redis,
     /// `memcached`.
     Memcached,
+    /// `etcd`, a single member. Unlike the others it keeps its data (a directory of its own
+    /// under /tmp) when stopped and started again, as etcd does.
+    Etcd,
 }
 
 impl Kind {
@@ -37,6 +40,7 @@ impl Kind {
         match self {
             Kind::Redis => "redis",
             Kind::Memcached => "memcached",
+            Kind::Etcd => "etcd",
         }
     }
 
@@ -44,6 +48,7 @@ impl Kind {
         match self {
             Kind::Redis => "PYLOCK_TEST_REDIS_URL",
             Kind::Memcached => "PYLOCK_TEST_MEMCACHE_URL",
+            Kind::Etcd => "PYLOCK_TEST_ETCD_URL",
         }
     }
 
@@ -51,6 +56,7 @@ impl Kind {
         match self {
             Kind::Redis => "PYLOCK_TEST_REDIS_IMAGE",
             Kind::Memcached => "PYLOCK_TEST_MEMCACHED_IMAGE",
+            Kind::Etcd => "PYLOCK_TEST_ETCD_IMAGE",
         }
     }
 
@@ -58,6 +64,7 @@ impl Kind {
         match self {
             Kind::Redis => ("redis", "7"),
             Kind::Memcached => ("memcached", "1.6"),
+            Kind::Etcd => ("quay.io/coreos/etcd", "v3.5.17"),
         }
     }
 
@@ -65,6 +72,7 @@ impl Kind {
         match self {
             Kind::Redis => "redis-server",
             Kind::Memcached => "memcached",
+            Kind::Etcd => "etcd",
         }
     }
 
@@ -93,6 +101,24 @@ impl Kind {
                 "-u".into(),
                 "root".into(),
             ],
+            // One member; its peer port is never dialled (port 0), its data dir is the port's.
+            Kind::Etcd => vec![
+                "etcd".into(),
+                "--name".into(),
+                "pylock-test".into(),
+                "--data-dir".into(),
+                etcd_data_dir(port).display().to_string(),
+                "--listen-client-urls".into(),
+                format!("http://127.0.0.1:{port}"),
+                "--advertise-client-urls".into(),
+                format!("http://127.0.0.1:{port}"),
+                "--listen-peer-urls".into(),
+                "http://127.0.0.1:0".into(),
+                "--initial-advertise-peer-urls".into(),
+                "http://127.0.0.1:2380".into(),
+                "--initial-cluster".into(),
+                "pylock-test=http://127.0.0.1:2380".into(),
+            ],
         };
         command.extend(extra.iter().cloned());
         command
@@ -102,8 +128,15 @@ impl Kind {
         match self {
             Kind::Redis => format!("redis://127.0.0.1:{port}"),
             Kind::Memcached => format!("memcache://127.0.0.1:{port}"),
+            Kind::Etcd => format!("etcd://127.0.0.1:{port}"),
         }
     }
+}
+
+/// The data directory of the etcd member serving on `port` (in the container, or on this host
+/// for a local binary).
+fn etcd_data_dir(port: u16) -> PathBuf {
+    PathBuf::from(format!("/tmp/pylock-test-etcd-{port}"))
 }
 
 /// Where a server came from.
@@ -291,7 +324,7 @@ impl TestServer {
                 *child = Some(spawn(self.kind, self.port, &self.args).expect("restart the binary"));
             }
         }
-        wait_ready(self.port)
+        wait_ready(self.kind, self.port)
             .await
             .expect("the restarted server answers");
     }
@@ -338,9 +371,14 @@ impl TestServer {
 
 impl Drop for TestServer {
     fn drop(&mut self) {
-        if let Process::Binary(Some(child)) = &mut self.process {
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Process::Binary(child) = &mut self.process {
+            if let Some(child) = child {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            if self.kind == Kind::Etcd {
+                let _ = std::fs::remove_dir_all(etcd_data_dir(self.port));
+            }
         }
         // A container is removed by its own drop.
     }
@@ -368,8 +406,9 @@ async fn start_container(kind: Kind, args: &[String]) -> Result<TestServer, Stri
     let port = free_port()?;
     let ready = match kind {
         Kind::Redis => WaitFor::message_on_stdout("Ready to accept connections"),
-        // memcached prints nothing when ready; the port check below decides.
-        Kind::Memcached => WaitFor::Nothing,
+        // memcached prints nothing when ready, and etcd's log goes to stderr: the readiness
+        // check below decides.
+        Kind::Memcached | Kind::Etcd => WaitFor::Nothing,
     };
     let container = GenericImage::new(name, tag)
         .with_wait_for(ready)
@@ -379,7 +418,7 @@ async fn start_container(kind: Kind, args: &[String]) -> Result<TestServer, Stri
         .start()
         .await
         .map_err(|e| format!("starting {image}: {e}"))?;
-    wait_ready(port).await?;
+    wait_ready(kind, port).await?;
     Ok(TestServer {
         kind,
         provider: Provider::Container,
@@ -392,6 +431,10 @@ async fn start_container(kind: Kind, args: &[String]) -> Result<TestServer, Stri
 
 async fn start_binary(kind: Kind, args: &[String]) -> Result<TestServer, String> {
     let port = free_port()?;
+    if kind == Kind::Etcd {
+        // A member starts empty; it keeps its data only across its own restarts.
+        let _ = std::fs::remove_dir_all(etcd_data_dir(port));
+    }
     let child = spawn(kind, port, args)?;
     let mut server = TestServer {
         kind,
@@ -401,7 +444,7 @@ async fn start_binary(kind: Kind, args: &[String]) -> Result<TestServer, String>
         args: args.to_vec(),
         process: Process::Binary(Some(child)),
     };
-    if let Err(reason) = wait_ready(port).await {
+    if let Err(reason) = wait_ready(kind, port).await {
         if let Process::Binary(Some(child)) = &mut server.process {
             let _ = child.kill();
         }
@@ -444,15 +487,34 @@ pub fn free_port() -> Result<u16, String> {
 }
 
 /// Waits, without holding up the test's runtime, until something listens on `port`.
-async fn wait_ready(port: u16) -> Result<(), String> {
+async fn wait_ready(kind: Kind, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        if serving(kind, port) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(format!("nothing listens on 127.0.0.1:{port} after 20 s"))
+}
+
+/// Whether the server on `port` serves: it listens, and etcd has also elected itself leader
+/// (its `/health` says so; before that it refuses requests).
+fn serving(kind: Kind, port: u16) -> bool {
+    use std::io::Read;
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    if kind != Kind::Etcd {
+        return true;
+    }
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = String::new();
+    stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .and_then(|()| stream.read_to_string(&mut answer))
+        .is_ok()
+        && answer.contains("\"health\":\"true\"")
 }
 
 /// Waits, without holding up the test's runtime, until `done` (a quick local check) is true.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use pylock::MemoryBackend;
+use pylock::etcd::EtcdBackend;
 use pylock::memcache::MemcacheBackend;
 use pylock::open::OpenBackend;
 use pylock::raw::LockBackend;
@@ -87,6 +88,16 @@ fn groups() -> Vec<(&'static str, Start, Option<Vec<&'static str>>)> {
             "memcache-binary",
             || Box::pin(memcache(Provider::Binary)),
             Some(MEMCACHED_SKIPS.to_vec()),
+        ),
+        (
+            "etcd-container",
+            || Box::pin(etcd(Provider::Container)),
+            Some(NO_FAIR_QUEUE.to_vec()),
+        ),
+        (
+            "etcd-binary",
+            || Box::pin(etcd(Provider::Binary)),
+            Some(NO_FAIR_QUEUE.to_vec()),
         ),
     ]
 }
@@ -283,6 +294,21 @@ async fn memcache(provider: Provider) -> Made {
     );
     boxed(
         MemcacheBackend::from_url(server.url()).expect("backend"),
+        server,
+    )
+}
+
+async fn etcd(provider: Provider) -> Made {
+    let server = TestServer::start(Kind::Etcd, Needs::any().from(provider))
+        .await
+        .ok_or_else(|| no_server("etcd"))?;
+    eprintln!(
+        "conformance: etcd via {} at {}",
+        server.provider(),
+        server.url()
+    );
+    boxed(
+        EtcdBackend::from_url(server.url()).expect("backend"),
         server,
     )
 }

@@ -28,6 +28,7 @@ fn scheme(kind: Kind) -> &'static str {
     match kind {
         Kind::Redis => "redis",
         Kind::Memcached => "memcache",
+        Kind::Etcd => "etcd",
     }
 }
 
@@ -132,6 +133,11 @@ async fn memcached_acquires_end_at_their_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_acquires_end_at_their_timeout() {
+    acquires_end_at_their_timeout(Kind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_calls_end_at_the_backends_limit() {
     other_calls_end_at_the_backends_limit(Kind::Redis).await;
 }
@@ -139,6 +145,11 @@ async fn redis_calls_end_at_the_backends_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_calls_end_at_the_backends_limit() {
     other_calls_end_at_the_backends_limit(Kind::Memcached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_calls_end_at_the_backends_limit() {
+    other_calls_end_at_the_backends_limit(Kind::Etcd).await;
 }
 
 /// A reply garbled on the way (or a server that once answered garbage) fails the calls it
@@ -183,4 +194,9 @@ async fn redis_recovers_from_a_garbled_reply() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memcached_recovers_from_a_garbled_reply() {
     garbage_once_does_not_break_the_client(Kind::Memcached).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_recovers_from_a_garbled_reply() {
+    garbage_once_does_not_break_the_client(Kind::Etcd).await;
 }

@@ -1,0 +1,377 @@
+//! [`EtcdBackend`]: each lock primitive as one etcd transaction on a lease.
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
+    TxnOpResponse, TxnResponse,
+};
+use pylock_core::raw::{
+    Attempt, Capabilities, Holder, LockBackend, PerRuntime, ReleaseNotice, Token, async_trait,
+};
+use pylock_core::{Error, Result};
+
+use crate::config::EtcdConfig;
+use crate::errors::{NAME, from_etcd, timed_out};
+use crate::watches::Watches;
+
+/// Locks on an etcd cluster.
+///
+/// - acquire: a lease with the lock's TTL (whole seconds, rounded up), then one transaction:
+///   if the key was never created (`create_revision == 0`), put the owner token on the lease;
+///   otherwise read the key, whose lease tells the holder's remaining time. The fence is the
+///   revision of the put, which is the key's `create_revision`: etcd's revision counter is
+///   replicated and persisted, so fences increase across every holder, member restart, leader
+///   election and cluster restart. An attempt that finds its own token (the answer to an
+///   earlier attempt was lost) moves the lock to its new lease and keeps the fence;
+/// - release: if the key still holds our token, delete it (in one transaction), then revoke its
+///   lease;
+/// - extend: a new lease with the new TTL; if the key still holds our token, put it again on
+///   the new lease (the fence, its `create_revision`, stays), then revoke the old lease;
+/// - waiting: a watch on the key, confirmed by the server before the attempt that precedes the
+///   wait; the key's deletion (a release, a forced release, or its lease running out) wakes a
+///   waiter.
+///
+/// Leases count whole seconds and etcd grants at least its minimum (about 2 s by default), so a
+/// lock lives at least its `expires`, rounded up to a second, and perhaps longer, never less.
+pub struct EtcdBackend {
+    config: EtcdConfig,
+    /// The client of each runtime that calls: its connection's tasks run on the runtime that
+    /// made it.
+    clients: PerRuntime<Client>,
+    /// Held while a client is made, so that concurrent first calls make one.
+    connecting: tokio::sync::Mutex<()>,
+    watches: Watches,
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EtcdBackend {
+    /// A backend for `config`. It connects on first use.
+    pub fn new(config: EtcdConfig) -> Self {
+        EtcdBackend {
+            config,
+            clients: PerRuntime::new(),
+            connecting: tokio::sync::Mutex::new(()),
+            watches: Watches::new(),
+        }
+    }
+
+    /// A backend for an `etcd://` URL (see [`EtcdConfig`]).
+    ///
+    /// # Errors
+    ///
+    /// As for [`EtcdConfig::from_url`].
+    pub fn from_url(url: &str) -> Result<Self> {
+        EtcdConfig::from_url(url).map(Self::new)
+    }
+
+    /// The backend's settings.
+    pub fn config(&self) -> &EtcdConfig {
+        &self.config
+    }
+
+    fn server(&self) -> &str {
+        self.config.redacted_url()
+    }
+
+    /// The client of the calling runtime, made on first use.
+    pub(crate) async fn client(&self) -> Result<Client> {
+        if let Some(client) = self.clients.get() {
+            return Ok(client);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(client) = self.clients.get() {
+            return Ok(client);
+        }
+        let timeouts = self.config.timeouts;
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(timeouts.connect)
+            .with_timeout(timeouts.response);
+        if let Some((user, password)) = &self.config.credentials {
+            options = options.with_user(user.clone(), password.clone());
+        }
+        let context = "connecting";
+        let client = match tokio::time::timeout(
+            timeouts.call(),
+            Client::connect(&self.config.endpoints, Some(options)),
+        )
+        .await
+        {
+            Ok(Ok(client)) => client,
+            Ok(Err(error)) => return Err(from_etcd(context, self.server(), error)),
+            Err(_) => return Err(timed_out(context, self.server(), timeouts.call())),
+        };
+        self.clients.set(client.clone());
+        Ok(client)
+    }
+
+    /// One request, bounded by [`Timeouts::call`](pylock_core::raw::Timeouts::call).
+    pub(crate) async fn call<T, F, Fut>(&self, context: &str, request: F) -> Result<T>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let client = self.client().await?;
+        let limit = self.config.timeouts.call();
+        match tokio::time::timeout(limit, request(client)).await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(error)) => Err(from_etcd(context, self.server(), error)),
+            Err(_) => Err(timed_out(context, self.server(), limit)),
+        }
+    }
+
+    fn server_key(&self, key: &str) -> String {
+        format!("{}{key}", self.config.namespace)
+    }
+
+    async fn grant(&self, ttl: Duration) -> Result<i64> {
+        let seconds = lease_seconds(ttl);
+        self.call("granting a lease", |mut client| async move {
+            client.lease_grant(seconds, None).await
+        })
+        .await
+        .map(|lease| lease.id())
+    }
+
+    /// Revokes `lease` without waiting for the answer: it only frees the server sooner, the
+    /// lease ends by itself.
+    fn revoke_later(&self, lease: i64) {
+        if lease == 0 {
+            return;
+        }
+        let client = self.clients.get();
+        if let (Some(mut client), Ok(runtime)) = (client, tokio::runtime::Handle::try_current()) {
+            let limit = self.config.timeouts.call();
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(limit, client.lease_revoke(lease)).await;
+            });
+        }
+    }
+
+    async fn txn(&self, context: &str, txn: Txn) -> Result<TxnResponse> {
+        self.call(context, |mut client| async move { client.txn(txn).await })
+            .await
+    }
+
+    /// The remaining time of `lease`, if etcd still has it.
+    async fn lease_remaining(&self, lease: i64) -> Result<Option<Duration>> {
+        let answer = self
+            .call("reading a lease", |mut client| async move {
+                client.lease_time_to_live(lease, None).await
+            })
+            .await?;
+        Ok(u64::try_from(answer.ttl()).ok().map(Duration::from_secs))
+    }
+
+    /// Whatever `key` holds, if it is a lock of ours: a token on a lease.
+    async fn lock_at(&self, key: &str) -> Result<Option<KeyValue>> {
+        let server_key = self.server_key(key);
+        let answer = self
+            .call("reading a lock", |mut client| async move {
+                client.get(server_key, None::<GetOptions>).await
+            })
+            .await?;
+        let Some(kv) = answer.kvs().first().cloned() else {
+            return Ok(None);
+        };
+        let is_token = kv.value().len() == 32 && kv.value().iter().all(u8::is_ascii_hexdigit);
+        if !is_token || kv.lease() == 0 {
+            return Err(Error::NotALock {
+                key: key.to_owned(),
+                found: if is_token {
+                    "a token without a lease".to_owned()
+                } else {
+                    format!("a value of {} bytes", kv.value().len())
+                },
+            });
+        }
+        Ok(Some(kv))
+    }
+}
+
+/// A TTL as etcd's whole lease seconds, rounded up (a lock lives at least its TTL).
+fn lease_seconds(ttl: Duration) -> i64 {
+    let seconds = ttl.as_nanos().div_ceil(1_000_000_000).max(1);
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+/// The first key-value a transaction's `get` read, if any.
+fn read(answer: &TxnResponse) -> Option<KeyValue> {
+    answer.op_responses().into_iter().find_map(|op| match op {
+        TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+        _ => None,
+    })
+}
+
+#[async_trait]
+impl LockBackend for EtcdBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+            .with_fencing(true)
+            .with_notifications(true)
+            .with_inspection(true)
+            .with_ttl_granularity(Duration::from_secs(1))
+    }
+
+    async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
+        let key = self.server_key(key);
+        let owner = token.to_hex();
+        let lease = self.grant(ttl).await?;
+        let on_lease = PutOptions::new().with_lease(lease);
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                owner.clone(),
+                Some(on_lease.clone()),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let answer = match self.txn("acquiring a lock", txn).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.revoke_later(lease);
+                return Err(error);
+            }
+        };
+        if answer.succeeded() {
+            let fence = answer.header().map(|header| header.revision());
+            return Ok(Attempt::Acquired {
+                fence: fence.and_then(|f| u64::try_from(f).ok()),
+            });
+        }
+        let Some(holder) = read(&answer) else {
+            // Deleted between the compare and the read cannot happen in one transaction;
+            // an empty read means the key went at once: free, try again.
+            self.revoke_later(lease);
+            return Ok(Attempt::Held {
+                remaining: Some(Duration::ZERO),
+            });
+        };
+        if holder.value() == owner.as_bytes() {
+            // An earlier attempt of ours got it and its answer was lost: move the lock to this
+            // attempt's lease, whose TTL counts from after this attempt was sent.
+            let txn = Txn::new()
+                .when([Compare::value(key.clone(), CompareOp::Equal, owner.clone())])
+                .and_then([TxnOp::put(key, owner, Some(on_lease))]);
+            let moved = self.txn("acquiring a lock", txn).await?;
+            if moved.succeeded() {
+                self.revoke_later(holder.lease());
+                return Ok(Attempt::Acquired {
+                    fence: u64::try_from(holder.create_revision()).ok(),
+                });
+            }
+            self.revoke_later(lease);
+            return Ok(Attempt::Held {
+                remaining: Some(Duration::ZERO),
+            });
+        }
+        self.revoke_later(lease);
+        let remaining = self.lease_remaining(holder.lease()).await.unwrap_or(None);
+        Ok(Attempt::Held { remaining })
+    }
+
+    async fn release(&self, key: &str, token: &Token) -> Result<bool> {
+        let key = self.server_key(key);
+        let txn = Txn::new()
+            .when([Compare::value(
+                key.clone(),
+                CompareOp::Equal,
+                token.to_hex(),
+            )])
+            .and_then([TxnOp::get(key.clone(), None), TxnOp::delete(key, None)]);
+        let answer = self.txn("releasing a lock", txn).await?;
+        if answer.succeeded()
+            && let Some(held) = read(&answer)
+        {
+            self.revoke_later(held.lease());
+        }
+        Ok(answer.succeeded())
+    }
+
+    async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
+        let key = self.server_key(key);
+        let owner = token.to_hex();
+        let lease = self.grant(ttl).await?;
+        let txn = Txn::new()
+            .when([Compare::value(key.clone(), CompareOp::Equal, owner.clone())])
+            .and_then([
+                TxnOp::get(key.clone(), None),
+                TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
+            ]);
+        let answer = match self.txn("extending a lock", txn).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.revoke_later(lease);
+                return Err(error);
+            }
+        };
+        match read(&answer) {
+            Some(old) if answer.succeeded() => self.revoke_later(old.lease()),
+            _ => self.revoke_later(lease),
+        }
+        Ok(answer.succeeded())
+    }
+
+    async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
+        self.watches
+            .subscribe(self, &self.server_key(key))
+            .await
+            .map(Some)
+    }
+
+    async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
+        let Some(kv) = self.lock_at(key).await? else {
+            return Ok(None);
+        };
+        let remaining = self.lease_remaining(kv.lease()).await?;
+        Ok(Some(Holder::new(
+            remaining,
+            u64::try_from(kv.create_revision()).ok(),
+        )))
+    }
+
+    async fn force_release(&self, key: &str) -> Result<bool> {
+        let Some(kv) = self.lock_at(key).await? else {
+            return Ok(false);
+        };
+        // Only the lock that was read: not one put since by a new holder.
+        let server_key = self.server_key(key);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                server_key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::delete(server_key, None)]);
+        let answer = self.txn("forcing a release", txn).await?;
+        if answer.succeeded() {
+            self.revoke_later(kv.lease());
+        }
+        Ok(answer.succeeded())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_seconds_round_up() {
+        assert_eq!(lease_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(lease_seconds(Duration::from_secs(1)), 1);
+        assert_eq!(lease_seconds(Duration::from_millis(1001)), 2);
+        assert_eq!(lease_seconds(Duration::MAX), i64::MAX);
+    }
+}

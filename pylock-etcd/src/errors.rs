@@ -1,0 +1,54 @@
+//! etcd's errors, as pylock's: what retrying may fix is `Unavailable`, the rest `Backend`.
+
+use std::time::Duration;
+
+use pylock_core::Error;
+use tonic::Code;
+
+/// The backend's name in errors and traces.
+pub(crate) const NAME: &str = "etcd";
+
+/// `error`, met while doing `context` (on `server`), as pylock's error.
+pub(crate) fn from_etcd(context: &str, server: &str, error: etcd_client::Error) -> Error {
+    let transient = match &error {
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            Code::Unavailable
+                | Code::DeadlineExceeded
+                | Code::Aborted
+                | Code::ResourceExhausted
+                | Code::Cancelled
+                | Code::Unknown
+        ),
+        etcd_client::Error::TransportError(_)
+        | etcd_client::Error::IoError(_)
+        | etcd_client::Error::WatchError(_) => true,
+        _ => false,
+    };
+    let context = format!("{context} on {server}");
+    if transient {
+        Error::Unavailable {
+            backend: NAME,
+            context,
+            source: Box::new(error),
+        }
+    } else {
+        Error::Backend {
+            backend: NAME,
+            context,
+            source: Box::new(error),
+        }
+    }
+}
+
+/// No answer from `server` within `limit`.
+pub(crate) fn timed_out(context: &str, server: &str, limit: Duration) -> Error {
+    Error::Unavailable {
+        backend: NAME,
+        context: format!("{context} on {server}"),
+        source: Box::new(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {limit:?}"),
+        )),
+    }
+}

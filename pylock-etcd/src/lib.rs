@@ -1,0 +1,73 @@
+//! `etcd://` backend for [pylock](https://docs.rs/pylock): locks on an etcd cluster, the
+//! consensus store every Kubernetes cluster runs, with fencing tokens from the store itself.
+//!
+//! | URL | meaning |
+//! |---|---|
+//! | `etcd://` | `localhost:2379` |
+//! | `etcd://host[:port][,host[:port]...]` | the members of one cluster |
+//! | `etcd://user:password@host:2379` | with etcd's authentication |
+//!
+//! Options: `connect_timeout`, `response_timeout` (default `1s` each), `namespace` (put before
+//! every key on the server). Unknown options are errors. See [`EtcdConfig`].
+//!
+//! How each operation works (see [`EtcdBackend`]): a lock is a key holding the owner's token,
+//! attached to a lease with the lock's TTL; acquire, release and extend are each one
+//! transaction that checks the key first (absent, or holding our token), and waiters watch the
+//! key, so a release, a forced release or a lease that runs out wakes them.
+//!
+//! What etcd gives that Redis cannot: **fencing tokens that survive every failure**. The fence
+//! is the key's `create_revision`, from etcd's revision counter, which the cluster replicates
+//! through Raft and persists: it grows with every holder across member restarts, leader
+//! elections and a full restart, where a Redis counter lives and dies with one server's
+//! memory. What it costs: a lease is granted before each acquire and extend (one more round
+//! trip), and leases count whole seconds with a minimum of their own (about 2 s by
+//! default), so a lock whose holder died is free after its TTL rounded up to a second, or
+//! that minimum.
+//!
+//! The client is [`etcd-client`](https://docs.rs/etcd-client), the maintained crate over
+//! etcd's gRPC API (the same API `etcdctl` and Go's `clientv3` use); it compiles etcd's
+//! protocol files at build time, so building this crate needs `protoc` (Debian:
+//! `protobuf-compiler`). The JSON gateway would avoid that, but it cannot watch a key in a
+//! way that confirms the watch before a waiter's attempt.
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> pylock_core::Result<()> {
+//! use pylock_core::{Locks, Registry};
+//!
+//! Registry::global().install(pylock_etcd::BACKENDS); // the `pylock` facade does this for you
+//! let locks = Locks::connect("etcd://127.0.0.1:2379")?;
+//! let guard = locks.lock("nightly-report").acquire().await?;
+//! println!("fencing token {:?}", guard.fence());
+//! guard.release().await?;
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+// Library code returns errors and logs through `tracing`; tests may unwrap and print.
+#![warn(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr
+)]
+
+mod backend;
+mod config;
+mod errors;
+mod watches;
+
+use std::sync::Arc;
+
+use pylock_core::raw::BackendDescriptor;
+
+pub use backend::EtcdBackend;
+pub use config::{DEFAULT_HOST, DEFAULT_PORT, EtcdConfig, OPTIONS};
+
+/// `etcd://`, for [`Registry::install`](pylock_core::Registry::install).
+pub const BACKENDS: &[BackendDescriptor] = &[BackendDescriptor {
+    name: "etcd",
+    schemes: &["etcd"],
+    open: |url| Ok(Arc::new(EtcdBackend::from_url(url)?)),
+}];

@@ -1,0 +1,99 @@
+//! The etcd backend against a real etcd member: what a consensus store gives that Redis
+//! cannot (a held lock and its fence outlive a restart of the member, data dir kept), a dead
+//! member reported in time, and operators' tools that touch only locks. The conformance suite
+//! runs in conformance.rs.
+
+use std::time::Duration;
+
+use pylock::{Error, Locks};
+use pylock_tests::faults;
+use pylock_tests::{Kind, Needs, TestServer};
+
+fn locks(url: &str) -> Locks {
+    pylock::connect(url)
+        .expect("url")
+        .key_prefix(format!("etcd-test:{}:", std::process::id()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_lock_and_its_fence_outlive_a_member_restart() {
+    let Some(mut server) = TestServer::start(Kind::Etcd, Needs::control()).await else {
+        return;
+    };
+    let locks = locks(server.url());
+    let lock = locks.lock("restart").expires(Duration::from_secs(30));
+    let mut fences = Vec::new();
+    for _ in 0..3 {
+        let guard = lock.acquire().await.expect("acquire");
+        fences.push(guard.fence().expect("etcd gives fences"));
+        guard.release().await.expect("release");
+    }
+    let mut held = lock.acquire().await.expect("acquire");
+    let held_fence = held.fence().expect("fence");
+    fences.push(held_fence);
+
+    // Killed and started again on its data dir: the lock, its lease and the revision counter
+    // are on disk, replicated through Raft (here, a cluster of one).
+    server.restart().await;
+
+    let intruder = lock.clone().timeout(Duration::from_secs(3)).acquire().await;
+    assert!(
+        matches!(intruder, Err(Error::Timeout { .. })),
+        "a second holder got in after the restart: {intruder:?}"
+    );
+    held.extend(Duration::from_secs(30))
+        .await
+        .expect("the holder still holds it after the restart");
+    held.release().await.expect("release after the restart");
+
+    let next = lock
+        .clone()
+        .timeout(Duration::from_secs(10))
+        .acquire()
+        .await
+        .expect("acquire after the restart");
+    fences.push(next.fence().expect("fence"));
+    next.release().await.expect("release");
+    for pair in fences.windows(2) {
+        assert!(
+            pair[1] > pair[0],
+            "fence {} after {}: {fences:?}",
+            pair[1],
+            pair[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_is_a_clear_error_within_the_timeout() {
+    faults::a_dead_server_is_reported_in_time(Kind::Etcd, "etcd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_tools_touch_only_locks() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    let locks = locks(server.url());
+    let prefix = locks.settings().key_prefix.clone();
+    let endpoint = server.url().replace("etcd://", "http://");
+    let mut raw = etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("connect");
+    // Not locks of ours: another value, and a token-like value on no lease.
+    raw.put(format!("{prefix}text"), "hello", None)
+        .await
+        .expect("put");
+    raw.put(
+        format!("{prefix}forever"),
+        "0123456789abcdef0123456789abcdef",
+        None,
+    )
+    .await
+    .expect("put");
+    faults::operators_tools_refuse_what_is_not_a_lock(&locks, &["text", "forever"]).await;
+    for name in ["text", "forever"] {
+        let kept = raw.get(format!("{prefix}{name}"), None).await.expect("get");
+        assert_eq!(kept.kvs().len(), 1, "{name} was left alone");
+    }
+}
