@@ -218,8 +218,8 @@ async fn run_parent(args: &Args) -> Result<ExitCode, String> {
     }
     if args.processes > 1 && url.to_ascii_lowercase().starts_with("memory:") {
         return Err(
-            "memory:// locks exist inside one process only; give --url redis://... or \
-             memcache://... to contend across processes"
+            "memory:// locks exist inside one process only; give --url redis://..., \
+             memcache://... or etcd://... to contend across processes"
                 .to_owned(),
         );
     }

@@ -64,6 +64,14 @@ async fn four_processes_on_memcached_keep_the_counter_exact() {
     four_processes_on(server.url().to_owned()).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_processes_on_etcd_keep_the_counter_exact() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    four_processes_on(server.url().to_owned()).await;
+}
+
 /// Runs the demo with 4 processes on `url` and checks the counter.
 async fn four_processes_on(url: String) {
     let key = format!("demo-{}", std::process::id());
