@@ -86,7 +86,7 @@ async fn redis() -> Option<TestServer> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_on_one_key_never_overlap() {
-    for kind in [Kind::Redis, Kind::Memcached] {
+    for kind in [Kind::Redis, Kind::Memcached, Kind::Etcd] {
         let Some(server) = TestServer::start(kind, Needs::any()).await else {
             return;
         };
@@ -188,6 +188,45 @@ async fn a_paused_holder_has_its_command_stopped_and_another_takes_the_lock() {
         !alive(&command_pid),
         "the command still runs without the lock"
     );
+}
+
+/// `pylock status` and `pylock release --force` on etcd: the holder's fence is shown, a
+/// forced release frees the lock, and the holder's run stops with the lost-lock code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_commands_on_etcd() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    let key = format!("etcd-ops-{}", std::process::id());
+    let mut holder = pylock(server.url())
+        .args(["-q", "run", "--expires", "3", &key, "--", "sleep", "60"])
+        .spawn()
+        .expect("spawn");
+    let mut shown = String::new();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shown = text(&output(pylock(server.url()).args(["status", &key])).await);
+        if shown.contains("held") {
+            break;
+        }
+    }
+    assert!(
+        shown.contains("held, expires in") && shown.contains("fence"),
+        "{shown}"
+    );
+    let forced = output(pylock(server.url()).args(["release", "--force", &key])).await;
+    assert!(
+        text(&forced).contains("released (forced)"),
+        "{}",
+        text(&forced)
+    );
+    let holder_exit = tokio::time::timeout(Duration::from_secs(30), holder.wait())
+        .await
+        .expect("the holder notices")
+        .expect("wait");
+    assert_eq!(holder_exit.code(), Some(LOST));
+    let after = text(&output(pylock(server.url()).args(["status", &key])).await);
+    assert!(after.contains("free"), "{after}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
