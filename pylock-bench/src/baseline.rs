@@ -63,6 +63,8 @@ pub(crate) async fn measure(
                 script_cpu,
             }
         }
+        // etcd speaks gRPC: no plain-socket floor, only the interleaved read.
+        Some(Pinger::Etcd { .. }) => Baseline::default(),
         Some(Pinger::Memcache { addr, .. }) => Baseline {
             floor_rtt_us: Some(
                 FloorPinger::connect(&addr, MEMCACHE_NOOP, MEMCACHE_NOOP_REPLY)
@@ -93,10 +95,14 @@ pub(crate) enum Pinger {
         backend: Arc<MemcacheBackend>,
         addr: String,
     },
+    /// A linearizable `Range` (etcd's read, which goes through the leader and its Raft read
+    /// index) on a client of the same crate the etcd backend uses.
+    Etcd { client: Box<etcd_client::Client> },
 }
 
 impl Pinger {
-    /// A pinger for Redis URLs, or for the memcache backend under test; `None` otherwise.
+    /// A pinger for Redis and etcd URLs, or for the memcache backend under test; `None`
+    /// otherwise.
     pub(crate) async fn connect(
         url: &str,
         memcache: Option<Arc<MemcacheBackend>>,
@@ -110,6 +116,15 @@ impl Pinger {
             return Some(Pinger::Redis {
                 client: Box::new(client),
                 connection,
+            });
+        }
+        if url.starts_with("etcd://") {
+            let backend = pylock::etcd::EtcdBackend::from_url(url).expect("etcd URL");
+            let client = etcd_client::Client::connect(backend.config().endpoints(), None)
+                .await
+                .expect("connect");
+            return Some(Pinger::Etcd {
+                client: Box::new(client),
             });
         }
         if let Some(backend) = memcache {
@@ -126,19 +141,24 @@ impl Pinger {
     pub(crate) fn redis_connection(&self) -> Option<ConnectionManager> {
         match self {
             Pinger::Redis { connection, .. } => Some(connection.clone()),
-            Pinger::Memcache { .. } => None,
+            Pinger::Memcache { .. } | Pinger::Etcd { .. } => None,
         }
     }
 
-    /// A plain blocking socket to the same server, for the floor.
-    pub(crate) fn floor(&self) -> FloorPinger {
+    /// A plain blocking socket to the same server, for the floor (not for etcd's gRPC).
+    pub(crate) fn floor(&self) -> Option<FloorPinger> {
         match self {
-            Pinger::Redis { client, .. } => {
-                FloorPinger::connect(&tcp_addr(client), REDIS_PING, REDIS_PONG)
-            }
-            Pinger::Memcache { addr, .. } => {
-                FloorPinger::connect(addr, MEMCACHE_NOOP, MEMCACHE_NOOP_REPLY)
-            }
+            Pinger::Redis { client, .. } => Some(FloorPinger::connect(
+                &tcp_addr(client),
+                REDIS_PING,
+                REDIS_PONG,
+            )),
+            Pinger::Memcache { addr, .. } => Some(FloorPinger::connect(
+                addr,
+                MEMCACHE_NOOP,
+                MEMCACHE_NOOP_REPLY,
+            )),
+            Pinger::Etcd { .. } => None,
         }
     }
 
@@ -153,6 +173,12 @@ impl Pinger {
                     .expect("PING");
             }
             Pinger::Memcache { backend, .. } => backend.ping("bench").await.expect("mn"),
+            Pinger::Etcd { client } => {
+                client
+                    .get("pylock-bench-ping", None)
+                    .await
+                    .expect("etcd read");
+            }
         }
         sent.elapsed()
     }

@@ -28,8 +28,8 @@
 //! and pylock's as a multiple of them.
 //!
 //! Baselines, measured in the same run: `baseline_rtt_us`, one round trip (Redis `PING`,
-//! memcached `mn`) through the async connection type the backend uses, sent before each
-//! `uncontended` cycle; `floor_rtt_us`, the same on a plain blocking socket. For Redis also
+//! memcached `mn`, an etcd read) through the async connection type the backend uses, sent
+//! before each `uncontended` cycle; `floor_rtt_us`, the same on a plain blocking socket. For Redis also
 //! `raw_cycles_per_s`, a bare `SET NX PX` + `DEL` loop with as many tasks as `throughput`, and
 //! `script_cycles_per_s`, the same loop running pylock's two scripts directly, one call per
 //! lock operation. For a single Redis server, CPU time per cycle of the client (this process)
@@ -316,7 +316,7 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         let blocking = pylock::blocking::Locks::connect(url)
             .unwrap_or_else(|e| panic!("{e}"))
             .key_prefix(format!("pylock-bench:{}:", std::process::id()));
-        let mut floor = pinger.as_ref().map(Pinger::floor);
+        let mut floor = pinger.as_ref().and_then(Pinger::floor);
         let row = std::thread::scope(|scope| {
             scope
                 .spawn(|| {
