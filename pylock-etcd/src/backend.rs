@@ -114,14 +114,28 @@ impl EtcdBackend {
     }
 
     /// One request, bounded by [`Timeouts::call`](pylock_core::raw::Timeouts::call).
+    ///
+    /// The client spreads requests over the members; one sent to a member that is down fails
+    /// to connect, before anything reached a server, and is sent again (at most once per
+    /// member), so that a dead member costs a caller nothing while the others serve.
     pub(crate) async fn call<T, F, Fut>(&self, context: &str, request: F) -> Result<T>
     where
-        F: FnOnce(Client) -> Fut,
+        F: Fn(Client) -> Fut,
         Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
         let client = self.client().await?;
         let limit = self.config.timeouts.call();
-        match tokio::time::timeout(limit, request(client)).await {
+        let tries = self.config.endpoints.len();
+        let answer = tokio::time::timeout(limit, async {
+            let mut tried = 1;
+            loop {
+                match request(client.clone()).await {
+                    Err(error) if tried < tries && never_reached_a_member(&error) => tried += 1,
+                    answer => return answer,
+                }
+            }
+        });
+        match answer.await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(error)) => Err(from_etcd(context, self.server(), error)),
             Err(_) => Err(timed_out(context, self.server(), limit)),
@@ -157,8 +171,11 @@ impl EtcdBackend {
     }
 
     async fn txn(&self, context: &str, txn: Txn) -> Result<TxnResponse> {
-        self.call(context, |mut client| async move { client.txn(txn).await })
-            .await
+        self.call(context, |mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
     }
 
     /// The remaining time of `lease`, if etcd still has it.
@@ -175,8 +192,9 @@ impl EtcdBackend {
     async fn lock_at(&self, key: &str) -> Result<Option<KeyValue>> {
         let server_key = self.server_key(key);
         let answer = self
-            .call("reading a lock", |mut client| async move {
-                client.get(server_key, None::<GetOptions>).await
+            .call("reading a lock", |mut client| {
+                let server_key = server_key.clone();
+                async move { client.get(server_key, None::<GetOptions>).await }
             })
             .await?;
         let Some(kv) = answer.kvs().first().cloned() else {
@@ -194,6 +212,17 @@ impl EtcdBackend {
             });
         }
         Ok(Some(kv))
+    }
+}
+
+/// Whether `error` is a failure to connect to a member: the request was never sent.
+fn never_reached_a_member(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+        }
+        etcd_client::Error::TransportError(_) => true,
+        _ => false,
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod docker;
+pub mod etcd_cluster;
 pub mod faults;
 pub mod proxy;
 pub mod server;

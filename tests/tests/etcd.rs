@@ -1,11 +1,13 @@
-//! The etcd backend against a real etcd member: what a consensus store gives that Redis
-//! cannot (a held lock and its fence outlive a restart of the member, data dir kept), a dead
-//! member reported in time, and operators' tools that touch only locks. The conformance suite
-//! runs in conformance.rs.
+//! The etcd backend against real etcd: what a consensus store gives that Redis cannot (a held
+//! lock and its fence outlive a restart of the member, data dir kept, and the death of the
+//! leader of a three-member cluster while the lock is held and others wait), a dead member
+//! reported in time, and operators' tools that touch only locks. The conformance suite runs
+//! in conformance.rs.
 
 use std::time::Duration;
 
 use pylock::{Error, Locks};
+use pylock_tests::etcd_cluster::EtcdCluster;
 use pylock_tests::faults;
 use pylock_tests::{Kind, Needs, TestServer};
 
@@ -96,4 +98,66 @@ async fn operators_tools_touch_only_locks() {
         let kept = raw.get(format!("{prefix}{name}"), None).await.expect("get");
         assert_eq!(kept.kvs().len(), 1, "{name} was left alone");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dies_while_a_lock_is_held_and_others_wait() {
+    let Some(mut cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let locks = locks(&cluster.url());
+    let lock = locks
+        .lock("failover")
+        .expires(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60));
+    let warm = lock.acquire().await.expect("acquire");
+    let mut fences = vec![warm.fence().expect("fence")];
+    warm.release().await.expect("release");
+    let mut held = lock.acquire().await.expect("acquire");
+    fences.push(held.fence().expect("fence"));
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let lock = lock.clone();
+            tokio::spawn(async move {
+                let guard = lock
+                    .acquire()
+                    .await
+                    .expect("a waiter is served after the failover");
+                let fence = guard.fence().expect("fence");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                guard.release().await.expect("release");
+                fence
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let leader = cluster.leader().await;
+    cluster.kill(leader);
+    let successor = cluster.leader().await;
+    assert_ne!(successor, leader, "a new leader was elected");
+
+    // The lock survived the election: nobody else gets it, its holder still has it.
+    let intruder = lock.clone().timeout(Duration::from_secs(2)).acquire().await;
+    assert!(
+        matches!(intruder, Err(Error::Timeout { .. })),
+        "a second holder got in after the failover: {intruder:?}"
+    );
+    held.extend(Duration::from_secs(30))
+        .await
+        .expect("the holder still holds it after the failover");
+    held.release().await.expect("release");
+    for waiter in waiters {
+        fences.push(waiter.await.expect("waiter"));
+    }
+    let after = lock.acquire().await.expect("acquire");
+    fences.push(after.fence().expect("fence"));
+    after.release().await.expect("release");
+    // Before the failover, the two waiters in whichever order they came, then the last.
+    let waited = [fences[2].min(fences[3]), fences[2].max(fences[3])];
+    let in_order = [fences[0], fences[1], waited[0], waited[1], fences[4]];
+    assert!(
+        in_order.windows(2).all(|pair| pair[1] > pair[0]),
+        "fences must increase across the failover: {fences:?}"
+    );
 }

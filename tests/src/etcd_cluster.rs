@@ -1,0 +1,140 @@
+//! A real etcd cluster of several members on loopback ports, each a local `etcd` process with
+//! a data dir of its own; dropping it stops every member and removes the data.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::server::free_port;
+
+/// A running cluster.
+#[derive(Debug)]
+pub struct EtcdCluster {
+    members: Vec<Member>,
+}
+
+#[derive(Debug)]
+struct Member {
+    client_port: u16,
+    dir: PathBuf,
+    process: Option<Child>,
+}
+
+impl EtcdCluster {
+    /// `size` members, every one serving, a leader elected; `None` (a skip, see
+    /// [`crate::skip`]) when there is no `etcd` binary.
+    pub async fn start(size: usize) -> Option<EtcdCluster> {
+        if Command::new("etcd").arg("--version").output().is_err() {
+            crate::skip::skip("no etcd binary to build a test cluster with");
+            return None;
+        }
+        let ports: Vec<(u16, u16)> = (0..size)
+            .map(|_| (free_port().expect("port"), free_port().expect("port")))
+            .collect();
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let initial = initial.join(",");
+        let members = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (client, peer))| {
+                let dir = std::env::temp_dir().join(format!("pylock-etcd-cluster-{client}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                let process = Command::new("etcd")
+                    .args(["--name", &format!("m{i}")])
+                    .args(["--data-dir", &dir.display().to_string()])
+                    .args([
+                        "--listen-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args([
+                        "--advertise-client-urls",
+                        &format!("http://127.0.0.1:{client}"),
+                    ])
+                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
+                    .args([
+                        "--initial-advertise-peer-urls",
+                        &format!("http://127.0.0.1:{peer}"),
+                    ])
+                    .args(["--initial-cluster", &initial])
+                    .args(["--initial-cluster-state", "new"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start an etcd member");
+                Member {
+                    client_port: *client,
+                    dir,
+                    process: Some(process),
+                }
+            })
+            .collect();
+        let cluster = EtcdCluster { members };
+        cluster.leader().await;
+        Some(cluster)
+    }
+
+    /// `etcd://` with every member.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect();
+        format!("etcd://{}", hosts.join(","))
+    }
+
+    /// The index of the member that leads now, once the live members agree on one (within
+    /// 30 s).
+    pub async fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            for (i, member) in self.members.iter().enumerate() {
+                if member.process.is_none() {
+                    continue;
+                }
+                let endpoint = format!("http://127.0.0.1:{}", member.client_port);
+                let status = tokio::time::timeout(Duration::from_secs(1), async {
+                    let mut client = etcd_client::Client::connect([endpoint], None).await.ok()?;
+                    client.status().await.ok()
+                })
+                .await
+                .ok()
+                .flatten();
+                if let Some(status) = status
+                    && let Some(header) = status.header()
+                    && status.leader() != 0
+                    && status.leader() == header.member_id()
+                {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no etcd member leads");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Kills member `i` (SIGKILL, like a crash); its data dir stays.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut process) = self.members[i].process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            if let Some(mut process) = member.process.take() {
+                let _ = process.kill();
+                let _ = process.wait();
+            }
+            let _ = std::fs::remove_dir_all(&member.dir);
+        }
+    }
+}
