@@ -1,7 +1,8 @@
 //! The etcd backend against real etcd: what a consensus store gives that Redis cannot (a held
 //! lock and its fence outlive a restart of the member, data dir kept, and the death of the
-//! leader of a three-member cluster while the lock is held and others wait), a dead member
-//! reported in time, and operators' tools that touch only locks. The conformance suite runs
+//! leader of a three-member cluster while the lock is held and others wait), a holder cut off
+//! by a partition told of its loss before the next holder gets in, a dead member reported in
+//! time, and operators' tools that touch only locks. The conformance suite runs
 //! in conformance.rs.
 
 use std::time::Duration;
@@ -160,4 +161,55 @@ async fn the_leader_dies_while_a_lock_is_held_and_others_wait() {
         in_order.windows(2).all(|pair| pair[1] > pair[0]),
         "fences must increase across the failover: {fences:?}"
     );
+}
+
+/// A holder cut off from etcd (its connections stalled, as in a partition) until its lease
+/// runs out: it learns it lost the lock no later than the next holder gets it, and the next
+/// holder's fence is higher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_holder_learns_of_its_loss_before_the_next_holder_gets_in() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    let proxy = pylock_tests::FaultProxy::start(server.port()).await;
+    let cut_off = locks(&format!(
+        "etcd://127.0.0.1:{}?connect_timeout=300ms&response_timeout=300ms",
+        proxy.port()
+    ));
+    let direct = locks(server.url());
+    let ttl = Duration::from_secs(3);
+    let held = cut_off
+        .lock("partition")
+        .expires(ttl)
+        .auto_renew()
+        .acquire()
+        .await
+        .expect("acquire");
+    let old_fence = held.fence().expect("fence");
+
+    proxy.set(pylock_tests::Fault::Stall);
+    let started = tokio::time::Instant::now();
+    let next = tokio::spawn(async move {
+        let guard = direct
+            .lock("partition")
+            .timeout(Duration::from_secs(30))
+            .acquire()
+            .await
+            .expect("the next holder gets the lock once the lease ran out");
+        (tokio::time::Instant::now(), guard)
+    });
+    let reason = held.lost().await;
+    let lost_at = tokio::time::Instant::now();
+    let (next_at, next_guard) = next.await.expect("task");
+    assert!(
+        lost_at <= next_at,
+        "the cut-off holder learned of its loss ({:?}, {reason:?}) after the next holder got in ({:?})",
+        lost_at - started,
+        next_at - started
+    );
+    let new_fence = next_guard.fence().expect("fence");
+    assert!(new_fence > old_fence, "fence {new_fence} after {old_fence}");
+    next_guard.release().await.expect("release");
+    proxy.set(pylock_tests::Fault::Pass);
+    drop(held);
 }
