@@ -17,7 +17,23 @@ pub struct EtcdCluster {
 struct Member {
     client_port: u16,
     dir: PathBuf,
+    /// The command line, to start it again on its data dir.
+    args: Vec<String>,
     process: Option<Child>,
+}
+
+impl Member {
+    fn spawn(&mut self) {
+        self.process = Some(
+            Command::new("etcd")
+                .args(&self.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start an etcd member"),
+        );
+    }
 }
 
 impl EtcdCluster {
@@ -43,34 +59,37 @@ impl EtcdCluster {
             .map(|(i, (client, peer))| {
                 let dir = std::env::temp_dir().join(format!("pylock-etcd-cluster-{client}"));
                 let _ = std::fs::remove_dir_all(&dir);
-                let process = Command::new("etcd")
-                    .args(["--name", &format!("m{i}")])
-                    .args(["--data-dir", &dir.display().to_string()])
-                    .args([
+                let args = [
+                    ["--name", &format!("m{i}")],
+                    ["--data-dir", &dir.display().to_string()],
+                    [
                         "--listen-client-urls",
                         &format!("http://127.0.0.1:{client}"),
-                    ])
-                    .args([
+                    ],
+                    [
                         "--advertise-client-urls",
                         &format!("http://127.0.0.1:{client}"),
-                    ])
-                    .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-                    .args([
+                    ],
+                    ["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")],
+                    [
                         "--initial-advertise-peer-urls",
                         &format!("http://127.0.0.1:{peer}"),
-                    ])
-                    .args(["--initial-cluster", &initial])
-                    .args(["--initial-cluster-state", "new"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("start an etcd member");
-                Member {
+                    ],
+                    ["--initial-cluster", &initial],
+                    ["--initial-cluster-state", "new"],
+                ]
+                .iter()
+                .flatten()
+                .map(|arg| (*arg).to_owned())
+                .collect();
+                let mut member = Member {
                     client_port: *client,
                     dir,
-                    process: Some(process),
-                }
+                    args,
+                    process: None,
+                };
+                member.spawn();
+                member
             })
             .collect();
         let cluster = EtcdCluster { members };
@@ -116,6 +135,18 @@ impl EtcdCluster {
             assert!(Instant::now() < deadline, "no etcd member leads");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Kills every member at once (SIGKILL) and starts them all again on their data dirs;
+    /// returns once they have a leader.
+    pub async fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+        for member in &mut self.members {
+            member.spawn();
+        }
+        self.leader().await;
     }
 
     /// Kills member `i` (SIGKILL, like a crash); its data dir stays.

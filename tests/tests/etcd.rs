@@ -1,6 +1,7 @@
 //! The etcd backend against real etcd: what a consensus store gives that Redis cannot (a held
-//! lock and its fence outlive a restart of the member, data dir kept, and the death of the
-//! leader of a three-member cluster while the lock is held and others wait), a holder cut off
+//! lock and its fence outlive a restart of the member on its data dir, the death of the leader
+//! of a three-member cluster while the lock is held and others wait, and a restart of the
+//! whole cluster), a holder cut off
 //! by a partition told of its loss before the next holder gets in, a dead member reported in
 //! time, and operators' tools that touch only locks. The conformance suite runs
 //! in conformance.rs.
@@ -212,4 +213,42 @@ async fn a_partitioned_holder_learns_of_its_loss_before_the_next_holder_gets_in(
     next_guard.release().await.expect("release");
     proxy.set(pylock_tests::Fault::Pass);
     drop(held);
+}
+
+/// Every member of a three-member cluster killed at once and started again on its data: the
+/// held lock is still held, and fences go on from where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fences_and_a_held_lock_survive_a_full_cluster_restart() {
+    let Some(mut cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let locks = locks(&cluster.url());
+    let lock = locks
+        .lock("full-restart")
+        .expires(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30));
+    let first = lock.acquire().await.expect("acquire");
+    let mut fences = vec![first.fence().expect("fence")];
+    first.release().await.expect("release");
+    let mut held = lock.acquire().await.expect("acquire");
+    fences.push(held.fence().expect("fence"));
+
+    cluster.restart_all().await;
+
+    let intruder = lock.clone().timeout(Duration::from_secs(2)).acquire().await;
+    assert!(
+        matches!(intruder, Err(Error::Timeout { .. })),
+        "a second holder got in after the restart: {intruder:?}"
+    );
+    held.extend(Duration::from_secs(30))
+        .await
+        .expect("the holder still holds it after the restart");
+    held.release().await.expect("release");
+    let next = lock.acquire().await.expect("acquire after the restart");
+    fences.push(next.fence().expect("fence"));
+    next.release().await.expect("release");
+    assert!(
+        fences.windows(2).all(|pair| pair[1] > pair[0]),
+        "fences must increase across the restart: {fences:?}"
+    );
 }
