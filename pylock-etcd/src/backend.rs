@@ -14,6 +14,7 @@ use pylock_core::{Error, Result};
 
 use crate::config::EtcdConfig;
 use crate::errors::{NAME, from_etcd, timed_out};
+use crate::queue::{self, QUEUE_MARK};
 use crate::watches::Watches;
 
 /// Locks on an etcd cluster.
@@ -142,8 +143,16 @@ impl EtcdBackend {
         }
     }
 
-    fn server_key(&self, key: &str) -> String {
-        format!("{}{key}", self.config.namespace)
+    /// The key on the server: the namespace, then the lock's key. A name that could address a
+    /// fair lock's line is refused.
+    fn server_key(&self, key: &str) -> Result<String> {
+        if key.contains(QUEUE_MARK) {
+            return Err(Error::InvalidKey {
+                key: key.to_owned(),
+                reason: format!("names containing {QUEUE_MARK:?} are pylock's own keys"),
+            });
+        }
+        Ok(format!("{}{key}", self.config.namespace))
     }
 
     async fn grant(&self, ttl: Duration) -> Result<i64> {
@@ -190,7 +199,7 @@ impl EtcdBackend {
 
     /// Whatever `key` holds, if it is a lock of ours: a token on a lease.
     async fn lock_at(&self, key: &str) -> Result<Option<KeyValue>> {
-        let server_key = self.server_key(key);
+        let server_key = self.server_key(key)?;
         let answer = self
             .call("reading a lock", |mut client| {
                 let server_key = server_key.clone();
@@ -252,10 +261,11 @@ impl LockBackend for EtcdBackend {
             .with_notifications(true)
             .with_inspection(true)
             .with_ttl_granularity(Duration::from_secs(1))
+            .with_fair(true)
     }
 
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
-        let key = self.server_key(key);
+        let key = self.server_key(key)?;
         let owner = token.to_hex();
         let lease = self.grant(ttl).await?;
         let on_lease = PutOptions::new().with_lease(lease);
@@ -312,7 +322,7 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn release(&self, key: &str, token: &Token) -> Result<bool> {
-        let key = self.server_key(key);
+        let key = self.server_key(key)?;
         let txn = Txn::new()
             .when([Compare::value(
                 key.clone(),
@@ -330,7 +340,7 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
-        let key = self.server_key(key);
+        let key = self.server_key(key)?;
         let owner = token.to_hex();
         let lease = self.grant(ttl).await?;
         let txn = Txn::new()
@@ -353,9 +363,144 @@ impl LockBackend for EtcdBackend {
         Ok(answer.succeeded())
     }
 
+    async fn try_acquire_fair(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+        patience: Duration,
+    ) -> Result<Attempt> {
+        let key = self.server_key(key)?;
+        let owner = token.to_hex();
+        let place = queue::entry(&key, &owner);
+        // The place in line lives for the patience from this sign of life; putting it again
+        // keeps its `create_revision`, so the waiter keeps its turn.
+        let waiting = self.grant(patience).await?;
+        let txn = Txn::new().and_then([
+            TxnOp::put(
+                place.clone(),
+                owner.clone(),
+                Some(PutOptions::new().with_lease(waiting).with_prev_key()),
+            ),
+            TxnOp::get(key.clone(), None),
+            TxnOp::get(
+                queue::queue_prefix(&key),
+                Some(queue::first_in_line_options()),
+            ),
+        ]);
+        let answer = match self.txn("waiting in a fair lock's line", txn).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.revoke_later(waiting);
+                return Err(error);
+            }
+        };
+        let (mut holder, mut first) = (None, None);
+        for (i, op) in answer.op_responses().into_iter().enumerate() {
+            match op {
+                TxnOpResponse::Put(put) => {
+                    if let Some(before) = put.prev_key() {
+                        self.revoke_later(before.lease());
+                    }
+                }
+                TxnOpResponse::Get(get) if i == 1 => holder = get.kvs().first().cloned(),
+                TxnOpResponse::Get(get) => first = get.kvs().first().cloned(),
+                _ => {}
+            }
+        }
+        if let Some(holder) = holder {
+            if holder.value() == owner.as_bytes() {
+                // An earlier attempt of ours got it and its answer was lost: out of the line
+                // again, and onto a fresh lease for the lock.
+                let lease = self.grant(ttl).await?;
+                let txn = Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, owner.clone())])
+                    .and_then([
+                        TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
+                        TxnOp::delete(place, None),
+                    ]);
+                let moved = self.txn("acquiring a fair lock", txn).await?;
+                self.revoke_later(waiting);
+                if moved.succeeded() {
+                    self.revoke_later(holder.lease());
+                    return Ok(Attempt::Acquired {
+                        fence: u64::try_from(holder.create_revision()).ok(),
+                    });
+                }
+                self.revoke_later(lease);
+                return Ok(Attempt::Held {
+                    remaining: Some(Duration::ZERO),
+                });
+            }
+            let remaining = self.lease_remaining(holder.lease()).await.unwrap_or(None);
+            return Ok(Attempt::Held { remaining });
+        }
+        let Some(first) = first.filter(|first| first.key() == place.as_bytes()) else {
+            // Free, but another waiter's turn: the watch tells it.
+            return Ok(Attempt::Held { remaining: None });
+        };
+        let lease = self.grant(ttl).await?;
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(place.clone(), CompareOp::Equal, first.create_revision()),
+            ])
+            .and_then([
+                TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
+                TxnOp::delete(place, None),
+            ]);
+        let answer = match self.txn("acquiring a fair lock", txn).await {
+            Ok(answer) => answer,
+            Err(error) => {
+                self.revoke_later(lease);
+                return Err(error);
+            }
+        };
+        if answer.succeeded() {
+            self.revoke_later(waiting);
+            let fence = answer.header().map(|header| header.revision());
+            return Ok(Attempt::Acquired {
+                fence: fence.and_then(|f| u64::try_from(f).ok()),
+            });
+        }
+        // Taken meanwhile (by an acquire that does not queue): try again at once.
+        self.revoke_later(lease);
+        Ok(Attempt::Held {
+            remaining: Some(Duration::ZERO),
+        })
+    }
+
+    async fn leave_queue(&self, key: &str, token: &Token) -> Result<()> {
+        let place = queue::entry(&self.server_key(key)?, &token.to_hex());
+        let gone = self
+            .call("leaving a fair lock's line", |mut client| {
+                let place = place.clone();
+                async move {
+                    client
+                        .delete(
+                            place,
+                            Some(etcd_client::DeleteOptions::new().with_prev_key()),
+                        )
+                        .await
+                }
+            })
+            .await?;
+        for before in gone.prev_kvs() {
+            self.revoke_later(before.lease());
+        }
+        Ok(())
+    }
+
+    async fn subscribe_waiter(&self, key: &str, token: &Token) -> Result<Option<ReleaseNotice>> {
+        self.watches
+            .subscribe(self, &self.server_key(key)?, Some(token))
+            .await
+            .map(Some)
+    }
+
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
         self.watches
-            .subscribe(self, &self.server_key(key))
+            .subscribe(self, &self.server_key(key)?, None)
             .await
             .map(Some)
     }
@@ -376,7 +521,7 @@ impl LockBackend for EtcdBackend {
             return Ok(false);
         };
         // Only the lock that was read: not one put since by a new holder.
-        let server_key = self.server_key(key);
+        let server_key = self.server_key(key)?;
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 server_key.clone(),

@@ -15,6 +15,13 @@
 //! transaction that checks the key first (absent, or holding our token), and waiters watch the
 //! key, so a release, a forced release or a lease that runs out wakes them.
 //!
+//! Fair locks (`Lock::fair`): each waiter's place in line is a key under the lock's
+//! `:pylock-queue/` prefix, on a lease of the waiter's patience that each attempt renews; the
+//! line is ordered by the places' `create_revision`, and only the first takes the lock, in a
+//! transaction that checks the lock is free and the place is still the one it read. A waiter
+//! that gives up deletes its place; one that dies loses it when the lease runs out; either way
+//! the watch wakes the next in line. Lock names containing `:pylock-queue/` are refused.
+//!
 //! What etcd gives that Redis cannot: **fencing tokens that survive every failure**. The fence
 //! is the key's `create_revision`, from etcd's revision counter, which the cluster replicates
 //! through Raft and persists: it grows with every holder across member restarts, leader
@@ -56,6 +63,7 @@
 mod backend;
 mod config;
 mod errors;
+mod queue;
 mod watches;
 
 use std::sync::Arc;

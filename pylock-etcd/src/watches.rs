@@ -1,21 +1,27 @@
-//! Release notices from etcd watches: one watch per key that has waiters in this process,
-//! confirmed by the server (`created`) before a waiter's attempt, and kept up by a task that
-//! reconnects it when it breaks. While any watch is down the board is unhealthy, so waiters
-//! poll; when it is back, the key's waiters try again (a release meanwhile went unheard).
+//! Release notices from etcd watches: one watch per key that has waiters in this process
+//! (the lock and its fair line), confirmed by the server (`created`) before a waiter's
+//! attempt, and kept up by a task that reconnects it when it breaks. While any watch is down
+//! the board is unhealthy, so waiters poll; when it is back, the key's waiters try again (a
+//! release meanwhile went unheard).
+//!
+//! A deletion (the lock released, forced or expired; a place in line given up or lapsed)
+//! wakes one waiter of the process, and, when fair waiters watch the key, the first in line
+//! by its token.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
-use etcd_client::{Client, EventType, WatchStream};
+use etcd_client::{Client, EventType, WatchOptions, WatchStream};
 use pylock_core::Result;
-use pylock_core::raw::{NoticeBoard, ReleaseNotice};
+use pylock_core::raw::{NoticeBoard, ReleaseNotice, Token};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
 use crate::backend::EtcdBackend;
 use crate::errors::{NAME, timed_out};
+use crate::queue;
 
 /// The first pause before a broken watch is made again; it doubles up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
@@ -37,6 +43,8 @@ struct Shared {
 struct KeyWatch {
     ready: watch::Receiver<Option<bool>>,
     task: AbortHandle,
+    /// Whether a fair waiter has watched the key: deletions then wake the first in line too.
+    fair: Arc<AtomicBool>,
 }
 
 impl Watches {
@@ -56,29 +64,41 @@ impl Watches {
         Watches { shared }
     }
 
-    /// A notice of `key`'s releases, once the key's watch is confirmed by the server.
+    /// A notice of `key`'s releases (for the fair waiter of `token`, of its turn), once the
+    /// key's watch is confirmed by the server.
     pub(crate) async fn subscribe(
         &self,
         backend: &EtcdBackend,
         key: &str,
+        fair: Option<&Token>,
     ) -> Result<ReleaseNotice> {
         // Joined before the watch is looked up, so that the last waiter leaving meanwhile
         // cannot take the watch away from this one (see `Shared::idle`).
-        let (notice, _) = self.shared.board.subscribe(key);
+        let (notice, _) = match fair {
+            Some(token) => self.shared.board.subscribe_waiter(key, token),
+            None => self.shared.board.subscribe(key),
+        };
         let client = backend.client().await?;
         let limit = backend.config().timeouts().call();
         let server = backend.config().redacted_url().to_owned();
         let mut ready = {
             let mut keys = self.shared.keys();
             match keys.get(key) {
-                Some(existing) if !existing.task.is_finished() => existing.ready.clone(),
+                Some(existing) if !existing.task.is_finished() => {
+                    if fair.is_some() {
+                        existing.fair.store(true, Ordering::SeqCst);
+                    }
+                    existing.ready.clone()
+                }
                 _ => {
                     let (confirm, ready) = watch::channel(None);
+                    let fair = Arc::new(AtomicBool::new(fair.is_some()));
                     let task = tokio::spawn(keep_watching(
                         client,
                         key.to_owned(),
                         confirm,
                         Arc::downgrade(&self.shared),
+                        Arc::clone(&fair),
                         limit,
                     ))
                     .abort_handle();
@@ -87,6 +107,7 @@ impl Watches {
                         KeyWatch {
                             ready: ready.clone(),
                             task,
+                            fair,
                         },
                     );
                     ready
@@ -144,10 +165,24 @@ impl Drop for Broken {
     }
 }
 
-/// Opens a watch on `key` and waits for the server to confirm it.
+/// Tells the first in `key`'s line (if it waits in this process) that it may be its turn.
+async fn wake_first_in_line(client: &mut Client, board: &NoticeBoard, key: &str, limit: Duration) {
+    let read = client.get(
+        queue::queue_prefix(key),
+        Some(queue::first_in_line_options()),
+    );
+    if let Ok(Ok(line)) = tokio::time::timeout(limit, read).await
+        && let Some(first) = line.kvs().first()
+    {
+        board.notify_waiter(key, &queue::token_of(first));
+    }
+}
+
+/// Opens a watch on `key` and its line and waits for the server to confirm it.
 async fn open(client: &mut Client, key: &str, limit: Duration) -> Option<WatchStream> {
     let opened = tokio::time::timeout(limit, async {
-        let mut stream = client.watch(key, None).await.ok()?;
+        let range = WatchOptions::new().with_range(queue::watch_range_end(key));
+        let mut stream = client.watch(key, Some(range)).await.ok()?;
         match stream.message().await {
             Ok(Some(answer)) if answer.created() && !answer.canceled() => Some(stream),
             _ => None,
@@ -163,6 +198,7 @@ async fn keep_watching(
     key: String,
     confirm: watch::Sender<Option<bool>>,
     shared: Weak<Shared>,
+    fair: Arc<AtomicBool>,
     limit: Duration,
 ) {
     let mut broken: Option<Broken> = None;
@@ -183,12 +219,17 @@ async fn keep_watching(
                     if answer.canceled() {
                         break;
                     }
-                    let deleted = answer
-                        .events()
-                        .iter()
-                        .any(|event| event.event_type() == EventType::Delete);
+                    let deleted = answer.events().iter().any(|event| {
+                        event.event_type() == EventType::Delete
+                            && event
+                                .kv()
+                                .is_some_and(|kv| queue::is_watched(&key, kv.key()))
+                    });
                     if deleted {
                         board.notify(&key);
+                        if fair.load(Ordering::SeqCst) {
+                            wake_first_in_line(&mut client, &board, &key, limit).await;
+                        }
                     }
                 }
             }

@@ -68,7 +68,11 @@ fn groups() -> Vec<(&'static str, Start, Option<Vec<&'static str>>)> {
         ("redis-unix-socket", || Box::pin(redis_unix()), none.clone()),
         ("redis-cluster", || Box::pin(redis_cluster()), none.clone()),
         ("redis-tls", || Box::pin(redis_tls()), none.clone()),
-        ("redis-cluster-tls", || Box::pin(redis_cluster_tls()), none),
+        (
+            "redis-cluster-tls",
+            || Box::pin(redis_cluster_tls()),
+            none.clone(),
+        ),
         (
             "redlock-3-nodes",
             || Box::pin(redlock(3)),
@@ -92,13 +96,9 @@ fn groups() -> Vec<(&'static str, Start, Option<Vec<&'static str>>)> {
         (
             "etcd-container",
             || Box::pin(etcd(Provider::Container)),
-            Some(NO_FAIR_QUEUE.to_vec()),
+            none.clone(),
         ),
-        (
-            "etcd-binary",
-            || Box::pin(etcd(Provider::Binary)),
-            Some(NO_FAIR_QUEUE.to_vec()),
-        ),
+        ("etcd-binary", || Box::pin(etcd(Provider::Binary)), none),
     ]
 }
 

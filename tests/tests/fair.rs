@@ -1,5 +1,6 @@
-//! Fair locks (`Lock::fair`) on a real Redis: first come, first served across processes, a
-//! dead waiter's place given up after its patience, and the line surviving a server restart.
+//! Fair locks (`Lock::fair`) on a real Redis (and etcd): first come, first served across
+//! processes, a dead waiter's place given up after its patience, and the line surviving a
+//! server restart.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +25,18 @@ fn processes(server: &TestServer, count: usize) -> Vec<Locks> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fair_waiters_of_three_processes_are_served_in_the_order_they_came() {
-    let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+    served_in_order(Kind::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fair_waiters_of_three_etcd_clients_are_served_in_the_order_they_came() {
+    served_in_order(Kind::Etcd).await;
+}
+
+/// Thirty fair waiters of three clients, each in line after the one before, are served in
+/// that order.
+async fn served_in_order(kind: Kind) {
+    let Some(server) = TestServer::start(kind, Needs::control()).await else {
         return;
     };
     let clients = processes(&server, 3);
