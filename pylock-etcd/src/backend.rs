@@ -542,6 +542,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_that_could_address_a_line_are_refused() {
+        let backend = EtcdBackend::from_url("etcd://127.0.0.1:1?namespace=app/").unwrap();
+        assert_eq!(backend.server_key("pylock:a").unwrap(), "app/pylock:a");
+        assert!(matches!(
+            backend.server_key("pylock:a:pylock-queue/0123"),
+            Err(Error::InvalidKey { .. })
+        ));
+    }
+
+    #[test]
     fn lease_seconds_round_up() {
         assert_eq!(lease_seconds(Duration::from_millis(1)), 1);
         assert_eq!(lease_seconds(Duration::from_secs(1)), 1);
