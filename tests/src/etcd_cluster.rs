@@ -107,8 +107,8 @@ impl EtcdCluster {
         format!("etcd://{}", hosts.join(","))
     }
 
-    /// The index of the member that leads now, once the live members agree on one (within
-    /// 30 s).
+    /// The index of the member that leads now, once a live member says it leads (within
+    /// 30 s; a paused member answers nothing and is passed over).
     pub async fn leader(&self) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -147,6 +147,24 @@ impl EtcdCluster {
             member.spawn();
         }
         self.leader().await;
+    }
+
+    /// Freezes member `i` (SIGSTOP): its connections stay open, it answers nothing.
+    pub fn pause(&self, i: usize) {
+        self.signal(i, "-STOP");
+    }
+
+    /// Lets a paused member go on.
+    pub fn resume(&self, i: usize) {
+        self.signal(i, "-CONT");
+    }
+
+    fn signal(&self, i: usize, signal: &str) {
+        if let Some(process) = &self.members[i].process {
+            let _ = Command::new("kill")
+                .args([signal, &process.id().to_string()])
+                .status();
+        }
     }
 
     /// Kills member `i` (SIGKILL, like a crash); its data dir stays.

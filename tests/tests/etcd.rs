@@ -1,7 +1,7 @@
 //! The etcd backend against real etcd: what a consensus store gives that Redis cannot (a held
 //! lock and its fence outlive a restart of the member on its data dir, the death of the leader
-//! of a three-member cluster while the lock is held and others wait, and a restart of the
-//! whole cluster), a holder cut off
+//! of a three-member cluster while the lock is held and others wait, its leader frozen, and a
+//! restart of the whole cluster), a holder cut off
 //! by a partition told of its loss before the next holder gets in, a dead member reported in
 //! time, and operators' tools that touch only locks. The conformance suite runs
 //! in conformance.rs.
@@ -250,5 +250,53 @@ async fn fences_and_a_held_lock_survive_a_full_cluster_restart() {
     assert!(
         fences.windows(2).all(|pair| pair[1] > pair[0]),
         "fences must increase across the restart: {fences:?}"
+    );
+}
+
+/// The leader of a three-member cluster frozen (SIGSTOP) while a lock is held: the others elect
+/// a new leader, nobody else gets the lock, its holder keeps it (a call that happens to go to
+/// the frozen member fails as unavailable and is tried again, as the wait loop does), and
+/// fences keep increasing once the member is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_lets_no_second_holder_in() {
+    let Some(cluster) = EtcdCluster::start(3).await else {
+        return;
+    };
+    let locks = locks(&format!("{}?response_timeout=500ms", cluster.url()));
+    let lock = locks
+        .lock("frozen")
+        .expires(Duration::from_secs(30))
+        .timeout(Duration::from_secs(30));
+    let mut held = lock.acquire().await.expect("acquire");
+    let held_fence = held.fence().expect("fence");
+
+    let leader = cluster.leader().await;
+    cluster.pause(leader);
+    let successor = cluster.leader().await;
+    assert_ne!(successor, leader, "a new leader was elected");
+
+    let intruder = lock.clone().timeout(Duration::from_secs(3)).acquire().await;
+    assert!(
+        intruder.is_err(),
+        "a second holder got in while the leader was frozen: fence {:?}",
+        intruder.map(|guard| guard.fence())
+    );
+    let mut extended = Err(Error::Lost { key: String::new() });
+    for _ in 0..10 {
+        extended = held.extend(Duration::from_secs(30)).await;
+        if !matches!(&extended, Err(error) if error.is_transient()) {
+            break;
+        }
+    }
+    extended.expect("the holder still holds it while the old leader is frozen");
+
+    cluster.resume(leader);
+    held.release().await.expect("release");
+    let next = lock.acquire().await.expect("acquire after the resume");
+    let next_fence = next.fence().expect("fence");
+    next.release().await.expect("release");
+    assert!(
+        next_fence > held_fence,
+        "fence {next_fence} after {held_fence}"
     );
 }
