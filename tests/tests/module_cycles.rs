@@ -12,6 +12,7 @@ const CRATES: &[&str] = &[
     "pylock-open",
     "pylock-redis",
     "pylock-memcache",
+    "pylock-etcd",
     "pylock",
     "pylock-cli",
     "pylock-bench",
