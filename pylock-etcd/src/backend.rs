@@ -492,15 +492,31 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn subscribe_waiter(&self, key: &str, token: &Token) -> Result<Option<ReleaseNotice>> {
+        let key = self.server_key(key)?;
+        let client = self.client().await?;
         self.watches
-            .subscribe(self, &self.server_key(key)?, Some(token))
+            .subscribe(
+                client,
+                self.config.timeouts.call(),
+                self.server(),
+                &key,
+                Some(token),
+            )
             .await
             .map(Some)
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
+        let key = self.server_key(key)?;
+        let client = self.client().await?;
         self.watches
-            .subscribe(self, &self.server_key(key)?, None)
+            .subscribe(
+                client,
+                self.config.timeouts.call(),
+                self.server(),
+                &key,
+                None,
+            )
             .await
             .map(Some)
     }

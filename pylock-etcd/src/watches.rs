@@ -19,7 +19,6 @@ use pylock_core::raw::{NoticeBoard, ReleaseNotice, Token};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-use crate::backend::EtcdBackend;
 use crate::errors::{NAME, timed_out};
 use crate::queue;
 
@@ -66,9 +65,14 @@ impl Watches {
 
     /// A notice of `key`'s releases (for the fair waiter of `token`, of its turn), once the
     /// key's watch is confirmed by the server.
+    ///
+    /// `client` makes the watch if the key has none; `limit` bounds the wait for the
+    /// confirmation; `server` names the cluster in errors.
     pub(crate) async fn subscribe(
         &self,
-        backend: &EtcdBackend,
+        client: Client,
+        limit: Duration,
+        server: &str,
         key: &str,
         fair: Option<&Token>,
     ) -> Result<ReleaseNotice> {
@@ -78,9 +82,6 @@ impl Watches {
             Some(token) => self.shared.board.subscribe_waiter(key, token),
             None => self.shared.board.subscribe(key),
         };
-        let client = backend.client().await?;
-        let limit = backend.config().timeouts().call();
-        let server = backend.config().redacted_url().to_owned();
         let mut ready = {
             let mut keys = self.shared.keys();
             match keys.get(key) {
@@ -122,7 +123,7 @@ impl Watches {
                 context: format!("{context} on {server}"),
                 source: "the watch could not be made".into(),
             }),
-            Err(_) => Err(timed_out(context, &server, limit)),
+            Err(_) => Err(timed_out(context, server, limit)),
         }
     }
 }
