@@ -197,6 +197,39 @@ impl EtcdBackend {
         Ok(u64::try_from(answer.ttl()).ok().map(Duration::from_secs))
     }
 
+    /// An earlier attempt of ours got the lock and its answer was lost: the lock moves onto
+    /// `lease`, granted for this attempt (so its TTL counts from after this attempt was sent),
+    /// keeping its fence; a fair waiter's `place` in line goes too.
+    async fn take_back(
+        &self,
+        key: String,
+        owner: String,
+        holder: &KeyValue,
+        lease: i64,
+        place: Option<String>,
+    ) -> Result<Attempt> {
+        let mut moves = vec![TxnOp::put(
+            key.clone(),
+            owner.clone(),
+            Some(PutOptions::new().with_lease(lease)),
+        )];
+        moves.extend(place.map(|place| TxnOp::delete(place, None)));
+        let txn = Txn::new()
+            .when([Compare::value(key, CompareOp::Equal, owner)])
+            .and_then(moves);
+        let moved = self.txn("acquiring a lock", txn).await?;
+        if moved.succeeded() {
+            self.revoke_later(holder.lease());
+            return Ok(Attempt::Acquired {
+                fence: u64::try_from(holder.create_revision()).ok(),
+            });
+        }
+        self.revoke_later(lease);
+        Ok(Attempt::Held {
+            remaining: Some(Duration::ZERO),
+        })
+    }
+
     /// Whatever `key` holds, if it is a lock of ours: a token on a lease.
     async fn lock_at(&self, key: &str) -> Result<Option<KeyValue>> {
         let server_key = self.server_key(key)?;
@@ -268,13 +301,12 @@ impl LockBackend for EtcdBackend {
         let key = self.server_key(key)?;
         let owner = token.to_hex();
         let lease = self.grant(ttl).await?;
-        let on_lease = PutOptions::new().with_lease(lease);
         let txn = Txn::new()
             .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(
                 key.clone(),
                 owner.clone(),
-                Some(on_lease.clone()),
+                Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
         let answer = match self.txn("acquiring a lock", txn).await {
@@ -299,22 +331,7 @@ impl LockBackend for EtcdBackend {
             });
         };
         if holder.value() == owner.as_bytes() {
-            // An earlier attempt of ours got it and its answer was lost: move the lock to this
-            // attempt's lease, whose TTL counts from after this attempt was sent.
-            let txn = Txn::new()
-                .when([Compare::value(key.clone(), CompareOp::Equal, owner.clone())])
-                .and_then([TxnOp::put(key, owner, Some(on_lease))]);
-            let moved = self.txn("acquiring a lock", txn).await?;
-            if moved.succeeded() {
-                self.revoke_later(holder.lease());
-                return Ok(Attempt::Acquired {
-                    fence: u64::try_from(holder.create_revision()).ok(),
-                });
-            }
-            self.revoke_later(lease);
-            return Ok(Attempt::Held {
-                remaining: Some(Duration::ZERO),
-            });
+            return self.take_back(key, owner, &holder, lease, None).await;
         }
         self.revoke_later(lease);
         let remaining = self.lease_remaining(holder.lease()).await.unwrap_or(None);
@@ -410,27 +427,11 @@ impl LockBackend for EtcdBackend {
         }
         if let Some(holder) = holder {
             if holder.value() == owner.as_bytes() {
-                // An earlier attempt of ours got it and its answer was lost: out of the line
-                // again, and onto a fresh lease for the lock.
                 let lease = self.grant(ttl).await?;
-                let txn = Txn::new()
-                    .when([Compare::value(key.clone(), CompareOp::Equal, owner.clone())])
-                    .and_then([
-                        TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
-                        TxnOp::delete(place, None),
-                    ]);
-                let moved = self.txn("acquiring a fair lock", txn).await?;
                 self.revoke_later(waiting);
-                if moved.succeeded() {
-                    self.revoke_later(holder.lease());
-                    return Ok(Attempt::Acquired {
-                        fence: u64::try_from(holder.create_revision()).ok(),
-                    });
-                }
-                self.revoke_later(lease);
-                return Ok(Attempt::Held {
-                    remaining: Some(Duration::ZERO),
-                });
+                return self
+                    .take_back(key, owner, &holder, lease, Some(place))
+                    .await;
             }
             let remaining = self.lease_remaining(holder.lease()).await.unwrap_or(None);
             return Ok(Attempt::Held { remaining });

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use pylock::{Error, Locks};
+use pylock::{Error, Lock, LockGuard, Locks};
 use pylock_tests::etcd_cluster::EtcdCluster;
 use pylock_tests::faults;
 use pylock_tests::{Kind, Needs, TestServer};
@@ -102,21 +102,27 @@ async fn operators_tools_touch_only_locks() {
     }
 }
 
+/// The lock `name` on `cluster` (30 s TTL, 60 s timeout), held after one hold before, and the
+/// fences of both holds.
+async fn held_after_one_hold(cluster: &EtcdCluster, name: &str) -> (Lock, LockGuard, Vec<u64>) {
+    let lock = locks(&cluster.url())
+        .lock(name)
+        .expires(Duration::from_secs(30))
+        .timeout(Duration::from_secs(60));
+    let before = lock.acquire().await.expect("acquire");
+    let mut fences = vec![before.fence().expect("fence")];
+    before.release().await.expect("release");
+    let held = lock.acquire().await.expect("acquire");
+    fences.push(held.fence().expect("fence"));
+    (lock, held, fences)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_dies_while_a_lock_is_held_and_others_wait() {
     let Some(mut cluster) = EtcdCluster::start(3).await else {
         return;
     };
-    let locks = locks(&cluster.url());
-    let lock = locks
-        .lock("failover")
-        .expires(Duration::from_secs(30))
-        .timeout(Duration::from_secs(60));
-    let warm = lock.acquire().await.expect("acquire");
-    let mut fences = vec![warm.fence().expect("fence")];
-    warm.release().await.expect("release");
-    let mut held = lock.acquire().await.expect("acquire");
-    fences.push(held.fence().expect("fence"));
+    let (lock, mut held, mut fences) = held_after_one_hold(&cluster, "failover").await;
     let waiters: Vec<_> = (0..2)
         .map(|_| {
             let lock = lock.clone();
@@ -222,16 +228,7 @@ async fn fences_and_a_held_lock_survive_a_full_cluster_restart() {
     let Some(mut cluster) = EtcdCluster::start(3).await else {
         return;
     };
-    let locks = locks(&cluster.url());
-    let lock = locks
-        .lock("full-restart")
-        .expires(Duration::from_secs(30))
-        .timeout(Duration::from_secs(30));
-    let first = lock.acquire().await.expect("acquire");
-    let mut fences = vec![first.fence().expect("fence")];
-    first.release().await.expect("release");
-    let mut held = lock.acquire().await.expect("acquire");
-    fences.push(held.fence().expect("fence"));
+    let (lock, mut held, mut fences) = held_after_one_hold(&cluster, "full-restart").await;
 
     cluster.restart_all().await;
 
