@@ -149,6 +149,32 @@ impl EtcdCluster {
         self.leader().await;
     }
 
+    /// Waits until every live member answers (within 30 s): after a resume or a restart, a
+    /// member that is still catching up answers slowly.
+    pub async fn wait_until_all_serve(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for member in self.members.iter().filter(|m| m.process.is_some()) {
+            let endpoint = format!("http://127.0.0.1:{}", member.client_port);
+            loop {
+                let answered = tokio::time::timeout(Duration::from_millis(500), async {
+                    let mut client = etcd_client::Client::connect([endpoint.clone()], None)
+                        .await
+                        .ok()?;
+                    client.get("pylock-test-probe", None).await.ok()
+                })
+                .await;
+                if matches!(answered, Ok(Some(_))) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd member {endpoint} does not serve"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
     /// Freezes member `i` (SIGSTOP): its connections stay open, it answers nothing.
     pub fn pause(&self, i: usize) {
         self.signal(i, "-STOP");

@@ -259,7 +259,7 @@ async fn a_frozen_leader_lets_no_second_holder_in() {
     let Some(cluster) = EtcdCluster::start(3).await else {
         return;
     };
-    let locks = locks(&format!("{}?response_timeout=500ms", cluster.url()));
+    let locks = locks(&cluster.url());
     let lock = locks
         .lock("frozen")
         .expires(Duration::from_secs(30))
@@ -288,6 +288,8 @@ async fn a_frozen_leader_lets_no_second_holder_in() {
     extended.expect("the holder still holds it while the old leader is frozen");
 
     cluster.resume(leader);
+    // A member that was frozen answers slowly while it catches up; release once all serve.
+    cluster.wait_until_all_serve().await;
     held.release().await.expect("release");
     let next = lock.acquire().await.expect("acquire after the resume");
     let next_fence = next.fence().expect("fence");
