@@ -80,6 +80,22 @@ async fn wait_for_file(path: &Path) -> String {
     }
 }
 
+/// `pylock release --force key` says it released the lock, and the `holder` run finds out at
+/// its next renewal: it stops its command and exits with the lost-lock code.
+async fn forced_release_stops_the_holder(url: &str, key: &str, holder: &mut Child) {
+    let forced = output(pylock(url).args(["release", "--force", key])).await;
+    assert!(
+        text(&forced).contains("released (forced)"),
+        "{}",
+        text(&forced)
+    );
+    let holder_exit = tokio::time::timeout(Duration::from_secs(30), holder.wait())
+        .await
+        .expect("the holder notices")
+        .expect("wait");
+    assert_eq!(holder_exit.code(), Some(LOST));
+}
+
 async fn redis() -> Option<TestServer> {
     TestServer::start(Kind::Redis, Needs::any()).await
 }
@@ -214,17 +230,7 @@ async fn operators_commands_on_etcd() {
         shown.contains("held, expires in") && shown.contains("fence"),
         "{shown}"
     );
-    let forced = output(pylock(server.url()).args(["release", "--force", &key])).await;
-    assert!(
-        text(&forced).contains("released (forced)"),
-        "{}",
-        text(&forced)
-    );
-    let holder_exit = tokio::time::timeout(Duration::from_secs(30), holder.wait())
-        .await
-        .expect("the holder notices")
-        .expect("wait");
-    assert_eq!(holder_exit.code(), Some(LOST));
+    forced_release_stops_the_holder(server.url(), &key, &mut holder).await;
     let after = text(&output(pylock(server.url()).args(["status", &key])).await);
     assert!(after.contains("free"), "{after}");
 }
@@ -359,18 +365,7 @@ async fn exit_codes_messages_and_operator_commands() {
 
     let refused = output(pylock(server.url()).args(["release", &key])).await;
     assert_eq!(refused.status.code(), Some(USAGE), "{}", text(&refused));
-    let forced = output(pylock(server.url()).args(["release", "--force", &key])).await;
-    assert!(
-        text(&forced).contains("released (forced)"),
-        "{}",
-        text(&forced)
-    );
-    // The holder finds out at its next renewal and stops its command.
-    let holder_exit = tokio::time::timeout(Duration::from_secs(30), holder.wait())
-        .await
-        .expect("the holder notices")
-        .expect("wait");
-    assert_eq!(holder_exit.code(), Some(LOST));
+    forced_release_stops_the_holder(server.url(), &key, &mut holder).await;
 
     // No server at all: one clear line, the usage code.
     let mut bare = Command::new(env!("CARGO_BIN_EXE_pylock"));

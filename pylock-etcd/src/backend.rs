@@ -187,6 +187,16 @@ impl EtcdBackend {
         .await
     }
 
+    /// [`txn`](Self::txn), for a transaction that would attach keys to `lease`, granted for
+    /// it: the lease is revoked if the transaction fails.
+    async fn txn_on_lease(&self, context: &str, txn: Txn, lease: i64) -> Result<TxnResponse> {
+        let answer = self.txn(context, txn).await;
+        if answer.is_err() {
+            self.revoke_later(lease);
+        }
+        answer
+    }
+
     /// The remaining time of `lease`, if etcd still has it.
     async fn lease_remaining(&self, lease: i64) -> Result<Option<Duration>> {
         let answer = self
@@ -274,6 +284,14 @@ fn lease_seconds(ttl: Duration) -> i64 {
     i64::try_from(seconds).unwrap_or(i64::MAX)
 }
 
+/// The fence of a transaction that created a lock: its revision, which is the lock's
+/// `create_revision`.
+fn fence_of(answer: &TxnResponse) -> Option<u64> {
+    answer
+        .header()
+        .and_then(|header| u64::try_from(header.revision()).ok())
+}
+
 /// The first key-value a transaction's `get` read, if any.
 fn read(answer: &TxnResponse) -> Option<KeyValue> {
     answer.op_responses().into_iter().find_map(|op| match op {
@@ -309,17 +327,10 @@ impl LockBackend for EtcdBackend {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let answer = match self.txn("acquiring a lock", txn).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                self.revoke_later(lease);
-                return Err(error);
-            }
-        };
+        let answer = self.txn_on_lease("acquiring a lock", txn, lease).await?;
         if answer.succeeded() {
-            let fence = answer.header().map(|header| header.revision());
             return Ok(Attempt::Acquired {
-                fence: fence.and_then(|f| u64::try_from(f).ok()),
+                fence: fence_of(&answer),
             });
         }
         let Some(holder) = read(&answer) else {
@@ -366,13 +377,7 @@ impl LockBackend for EtcdBackend {
                 TxnOp::get(key.clone(), None),
                 TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
             ]);
-        let answer = match self.txn("extending a lock", txn).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                self.revoke_later(lease);
-                return Err(error);
-            }
-        };
+        let answer = self.txn_on_lease("extending a lock", txn, lease).await?;
         match read(&answer) {
             Some(old) if answer.succeeded() => self.revoke_later(old.lease()),
             _ => self.revoke_later(lease),
@@ -405,13 +410,9 @@ impl LockBackend for EtcdBackend {
                 Some(queue::first_in_line_options()),
             ),
         ]);
-        let answer = match self.txn("waiting in a fair lock's line", txn).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                self.revoke_later(waiting);
-                return Err(error);
-            }
-        };
+        let answer = self
+            .txn_on_lease("waiting in a fair lock's line", txn, waiting)
+            .await?;
         let (mut holder, mut first) = (None, None);
         for (i, op) in answer.op_responses().into_iter().enumerate() {
             match op {
@@ -450,18 +451,13 @@ impl LockBackend for EtcdBackend {
                 TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
                 TxnOp::delete(place, None),
             ]);
-        let answer = match self.txn("acquiring a fair lock", txn).await {
-            Ok(answer) => answer,
-            Err(error) => {
-                self.revoke_later(lease);
-                return Err(error);
-            }
-        };
+        let answer = self
+            .txn_on_lease("acquiring a fair lock", txn, lease)
+            .await?;
         if answer.succeeded() {
             self.revoke_later(waiting);
-            let fence = answer.header().map(|header| header.revision());
             return Ok(Attempt::Acquired {
-                fence: fence.and_then(|f| u64::try_from(f).ok()),
+                fence: fence_of(&answer),
             });
         }
         // Taken meanwhile (by an acquire that does not queue): try again at once.

@@ -32,7 +32,7 @@ async fn a_held_lock_and_its_fence_outlive_a_member_restart() {
         fences.push(guard.fence().expect("etcd gives fences"));
         guard.release().await.expect("release");
     }
-    let mut held = lock.acquire().await.expect("acquire");
+    let held = lock.acquire().await.expect("acquire");
     let held_fence = held.fence().expect("fence");
     fences.push(held_fence);
 
@@ -40,15 +40,7 @@ async fn a_held_lock_and_its_fence_outlive_a_member_restart() {
     // are on disk, replicated through Raft (here, a cluster of one).
     server.restart().await;
 
-    let intruder = lock.clone().timeout(Duration::from_secs(3)).acquire().await;
-    assert!(
-        matches!(intruder, Err(Error::Timeout { .. })),
-        "a second holder got in after the restart: {intruder:?}"
-    );
-    held.extend(Duration::from_secs(30))
-        .await
-        .expect("the holder still holds it after the restart");
-    held.release().await.expect("release after the restart");
+    still_held_by_its_holder(&lock, held, "restart").await;
 
     let next = lock
         .clone()
@@ -102,6 +94,22 @@ async fn operators_tools_touch_only_locks() {
     }
 }
 
+/// After `what` (a restart, a failover): nobody else gets `lock` within 2 s, and its holder
+/// still has it, extends it and releases it.
+async fn still_held_by_its_holder(lock: &Lock, mut held: LockGuard, what: &str) {
+    let intruder = lock.clone().timeout(Duration::from_secs(2)).acquire().await;
+    assert!(
+        matches!(intruder, Err(Error::Timeout { .. })),
+        "a second holder got in after the {what}: {intruder:?}"
+    );
+    held.extend(Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("the holder lost the lock in the {what}: {e}"));
+    held.release()
+        .await
+        .unwrap_or_else(|e| panic!("release after the {what}: {e}"));
+}
+
 /// The lock `name` on `cluster` (30 s TTL, 60 s timeout), held after one hold before, and the
 /// fences of both holds.
 async fn held_after_one_hold(cluster: &EtcdCluster, name: &str) -> (Lock, LockGuard, Vec<u64>) {
@@ -122,7 +130,7 @@ async fn the_leader_dies_while_a_lock_is_held_and_others_wait() {
     let Some(mut cluster) = EtcdCluster::start(3).await else {
         return;
     };
-    let (lock, mut held, mut fences) = held_after_one_hold(&cluster, "failover").await;
+    let (lock, held, mut fences) = held_after_one_hold(&cluster, "failover").await;
     let waiters: Vec<_> = (0..2)
         .map(|_| {
             let lock = lock.clone();
@@ -146,15 +154,7 @@ async fn the_leader_dies_while_a_lock_is_held_and_others_wait() {
     assert_ne!(successor, leader, "a new leader was elected");
 
     // The lock survived the election: nobody else gets it, its holder still has it.
-    let intruder = lock.clone().timeout(Duration::from_secs(2)).acquire().await;
-    assert!(
-        matches!(intruder, Err(Error::Timeout { .. })),
-        "a second holder got in after the failover: {intruder:?}"
-    );
-    held.extend(Duration::from_secs(30))
-        .await
-        .expect("the holder still holds it after the failover");
-    held.release().await.expect("release");
+    still_held_by_its_holder(&lock, held, "failover").await;
     for waiter in waiters {
         fences.push(waiter.await.expect("waiter"));
     }
@@ -228,19 +228,11 @@ async fn fences_and_a_held_lock_survive_a_full_cluster_restart() {
     let Some(mut cluster) = EtcdCluster::start(3).await else {
         return;
     };
-    let (lock, mut held, mut fences) = held_after_one_hold(&cluster, "full-restart").await;
+    let (lock, held, mut fences) = held_after_one_hold(&cluster, "full-restart").await;
 
     cluster.restart_all().await;
 
-    let intruder = lock.clone().timeout(Duration::from_secs(2)).acquire().await;
-    assert!(
-        matches!(intruder, Err(Error::Timeout { .. })),
-        "a second holder got in after the restart: {intruder:?}"
-    );
-    held.extend(Duration::from_secs(30))
-        .await
-        .expect("the holder still holds it after the restart");
-    held.release().await.expect("release");
+    still_held_by_its_holder(&lock, held, "restart").await;
     let next = lock.acquire().await.expect("acquire after the restart");
     fences.push(next.fence().expect("fence"));
     next.release().await.expect("release");
