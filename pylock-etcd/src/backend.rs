@@ -1,7 +1,7 @@
 //! [`EtcdBackend`]: each lock primitive as one etcd transaction on a lease.
 
 use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, Txn, TxnOp,
@@ -13,23 +13,27 @@ use pylock_core::raw::{
 use pylock_core::{Error, Result};
 
 use crate::config::EtcdConfig;
-use crate::errors::{NAME, from_etcd, timed_out};
+use crate::errors::{NAME, from_etcd, is_lease_not_found, timed_out};
+use crate::leases::{Lease, Leases};
 use crate::queue::{self, QUEUE_MARK};
 use crate::watches::Watches;
 
 /// Locks on an etcd cluster.
 ///
-/// - acquire: a lease with the lock's TTL (whole seconds, rounded up), then one transaction:
-///   if the key was never created (`create_revision == 0`), put the owner token on the lease;
+/// - acquire: one transaction on a lease with the lock's TTL (whole seconds, rounded up): if
+///   the key was never created (`create_revision == 0`), put the owner token on the lease;
 ///   otherwise read the key, whose lease tells the holder's remaining time. The fence is the
 ///   revision of the put, which is the key's `create_revision`: etcd's revision counter is
 ///   replicated and persisted, so fences increase across every holder, member restart, leader
 ///   election and cluster restart. An attempt that finds its own token (the answer to an
-///   earlier attempt was lost) moves the lock to its new lease and keeps the fence;
-/// - release: if the key still holds our token, delete it (in one transaction), then revoke its
-///   lease;
-/// - extend: a new lease with the new TTL; if the key still holds our token, put it again on
-///   the new lease (the fence, its `create_revision`, stays), then revoke the old lease;
+///   earlier attempt was lost) moves the lock to its lease and keeps the fence;
+/// - release: if the key still holds our token, delete it (in one transaction);
+/// - extend: if the key still holds our token, put it again on a lease with the new TTL (the
+///   fence, its `create_revision`, stays);
+/// - leases: a lease that carries no key (after a release, an extend, or an attempt that
+///   found the lock held) is kept for the next attempt of the same TTL, which renews it
+///   alongside its transaction, so an attempt is one write through Raft, not a grant and a
+///   write; a lease is granted only when none is idle (see the `leases` module);
 /// - waiting: a watch on the key, confirmed by the server before the attempt that precedes the
 ///   wait; the key's deletion (a release, a forced release, or its lease running out) wakes a
 ///   waiter.
@@ -44,6 +48,7 @@ pub struct EtcdBackend {
     /// Held while a client is made, so that concurrent first calls make one.
     connecting: tokio::sync::Mutex<()>,
     watches: Watches,
+    leases: Leases,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -62,6 +67,7 @@ impl EtcdBackend {
             clients: PerRuntime::new(),
             connecting: tokio::sync::Mutex::new(()),
             watches: Watches::new(),
+            leases: Leases::default(),
         }
     }
 
@@ -155,13 +161,25 @@ impl EtcdBackend {
         Ok(format!("{}{key}", self.config.namespace))
     }
 
-    async fn grant(&self, ttl: Duration) -> Result<i64> {
-        let seconds = lease_seconds(ttl);
-        self.call("granting a lease", |mut client| async move {
-            client.lease_grant(seconds, None).await
+    /// A new lease of `seconds`.
+    async fn grant(&self, seconds: i64) -> Result<Lease> {
+        let sent = Instant::now();
+        let granted = self
+            .call("granting a lease", |mut client| async move {
+                client.lease_grant(seconds, None).await
+            })
+            .await?;
+        let life = Duration::from_secs(u64::try_from(granted.ttl()).unwrap_or(0));
+        Ok(Lease::granted(granted.id(), seconds, life, sent))
+    }
+
+    /// Renews `lease` to its full TTL: a keep-alive, which the leader answers without a write
+    /// through Raft.
+    async fn renew(&self, lease: i64) -> Result<()> {
+        self.call("renewing a lease", |mut client| async move {
+            client.lease_keep_alive(lease).await.map(drop)
         })
         .await
-        .map(|lease| lease.id())
     }
 
     /// Revokes `lease` without waiting for the answer: it only frees the server sooner, the
@@ -179,6 +197,22 @@ impl EtcdBackend {
         }
     }
 
+    /// `lease`, which carries no key, for a later attempt (or revoked if the pool is full).
+    fn set_aside(&self, lease: Lease) {
+        if let Some(extra) = self.leases.give_back(lease) {
+            self.revoke_later(extra.id);
+        }
+    }
+
+    /// The lease `id`, which a lock or a place in line has just left: back to the pool if this
+    /// backend lent it, else revoked.
+    fn recycle(&self, id: i64) {
+        match self.leases.returned(id) {
+            Some(lease) => self.set_aside(lease),
+            None => self.revoke_later(id),
+        }
+    }
+
     async fn txn(&self, context: &str, txn: Txn) -> Result<TxnResponse> {
         self.call(context, |mut client| {
             let txn = txn.clone();
@@ -187,14 +221,42 @@ impl EtcdBackend {
         .await
     }
 
-    /// [`txn`](Self::txn), for a transaction that would attach keys to `lease`, granted for
-    /// it: the lease is revoked if the transaction fails.
-    async fn txn_on_lease(&self, context: &str, txn: Txn, lease: i64) -> Result<TxnResponse> {
-        let answer = self.txn(context, txn).await;
-        if answer.is_err() {
-            self.revoke_later(lease);
+    /// The transaction `build` makes for a lease of `seconds`, and that lease, which lives at
+    /// least `seconds` counted from this call if the answer is `Ok`.
+    ///
+    /// The lease is an idle one of ours if there is one, renewed alongside the transaction
+    /// (one write through Raft for the attempt), else a new one granted first (two writes). If
+    /// the idle lease turns out gone, or its renewal fails so that its life is unknown, the
+    /// transaction is sent again on a new lease: whatever the first one put on the old lease
+    /// is found there as ours and moved (an acquire takes it back, an extend moves it), and
+    /// the old lease ends by itself. A transaction that fails otherwise has its lease revoked.
+    async fn txn_on_lease(
+        &self,
+        context: &str,
+        seconds: i64,
+        build: impl Fn(i64) -> Txn,
+    ) -> Result<(TxnResponse, Lease)> {
+        let sent = Instant::now();
+        if let Some(idle) = self.leases.take(seconds, self.config.timeouts.call()) {
+            let (answer, renewal) =
+                tokio::join!(self.txn(context, build(idle.id)), self.renew(idle.id));
+            match (answer, renewal) {
+                (Ok(answer), Ok(())) => return Ok((answer, idle.renewed(sent))),
+                (Err(error), _) if !is_lease_not_found(&error) => {
+                    self.revoke_later(idle.id);
+                    return Err(error);
+                }
+                _ => {}
+            }
         }
-        answer
+        let lease = self.grant(seconds).await?;
+        match self.txn(context, build(lease.id)).await {
+            Ok(answer) => Ok((answer, lease)),
+            Err(error) => {
+                self.revoke_later(lease.id);
+                Err(error)
+            }
+        }
     }
 
     /// The remaining time of `lease`, if etcd still has it.
@@ -208,20 +270,20 @@ impl EtcdBackend {
     }
 
     /// An earlier attempt of ours got the lock and its answer was lost: the lock moves onto
-    /// `lease`, granted for this attempt (so its TTL counts from after this attempt was sent),
-    /// keeping its fence; a fair waiter's `place` in line goes too.
+    /// `lease`, which lives its TTL counted from this attempt, keeping its fence; a fair
+    /// waiter's `place` in line goes too.
     async fn take_back(
         &self,
         key: String,
         owner: String,
         holder: &KeyValue,
-        lease: i64,
+        lease: Lease,
         place: Option<String>,
     ) -> Result<Attempt> {
         let mut moves = vec![TxnOp::put(
             key.clone(),
             owner.clone(),
-            Some(PutOptions::new().with_lease(lease)),
+            Some(PutOptions::new().with_lease(lease.id)),
         )];
         moves.extend(place.map(|place| TxnOp::delete(place, None)));
         let txn = Txn::new()
@@ -229,12 +291,13 @@ impl EtcdBackend {
             .and_then(moves);
         let moved = self.txn("acquiring a lock", txn).await?;
         if moved.succeeded() {
-            self.revoke_later(holder.lease());
+            self.leases.lend(lease);
+            self.recycle(holder.lease());
             return Ok(Attempt::Acquired {
                 fence: u64::try_from(holder.create_revision()).ok(),
             });
         }
-        self.revoke_later(lease);
+        self.set_aside(lease);
         Ok(Attempt::Held {
             remaining: Some(Duration::ZERO),
         })
@@ -318,17 +381,20 @@ impl LockBackend for EtcdBackend {
     async fn try_acquire(&self, key: &str, token: &Token, ttl: Duration) -> Result<Attempt> {
         let key = self.server_key(key)?;
         let owner = token.to_hex();
-        let lease = self.grant(ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                owner.clone(),
-                Some(PutOptions::new().with_lease(lease)),
-            )])
-            .or_else([TxnOp::get(key.clone(), None)]);
-        let answer = self.txn_on_lease("acquiring a lock", txn, lease).await?;
+        let (answer, lease) = self
+            .txn_on_lease("acquiring a lock", lease_seconds(ttl), |lease| {
+                Txn::new()
+                    .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(
+                        key.clone(),
+                        owner.clone(),
+                        Some(PutOptions::new().with_lease(lease)),
+                    )])
+                    .or_else([TxnOp::get(key.clone(), None)])
+            })
+            .await?;
         if answer.succeeded() {
+            self.leases.lend(lease);
             return Ok(Attempt::Acquired {
                 fence: fence_of(&answer),
             });
@@ -336,7 +402,7 @@ impl LockBackend for EtcdBackend {
         let Some(holder) = read(&answer) else {
             // Deleted between the compare and the read cannot happen in one transaction;
             // an empty read means the key went at once: free, try again.
-            self.revoke_later(lease);
+            self.set_aside(lease);
             return Ok(Attempt::Held {
                 remaining: Some(Duration::ZERO),
             });
@@ -344,7 +410,7 @@ impl LockBackend for EtcdBackend {
         if holder.value() == owner.as_bytes() {
             return self.take_back(key, owner, &holder, lease, None).await;
         }
-        self.revoke_later(lease);
+        self.set_aside(lease);
         let remaining = self.lease_remaining(holder.lease()).await.unwrap_or(None);
         Ok(Attempt::Held { remaining })
     }
@@ -362,7 +428,7 @@ impl LockBackend for EtcdBackend {
         if answer.succeeded()
             && let Some(held) = read(&answer)
         {
-            self.revoke_later(held.lease());
+            self.recycle(held.lease());
         }
         Ok(answer.succeeded())
     }
@@ -370,17 +436,26 @@ impl LockBackend for EtcdBackend {
     async fn extend(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool> {
         let key = self.server_key(key)?;
         let owner = token.to_hex();
-        let lease = self.grant(ttl).await?;
-        let txn = Txn::new()
-            .when([Compare::value(key.clone(), CompareOp::Equal, owner.clone())])
-            .and_then([
-                TxnOp::get(key.clone(), None),
-                TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
-            ]);
-        let answer = self.txn_on_lease("extending a lock", txn, lease).await?;
+        let (answer, lease) = self
+            .txn_on_lease("extending a lock", lease_seconds(ttl), |lease| {
+                Txn::new()
+                    .when([Compare::value(key.clone(), CompareOp::Equal, owner.clone())])
+                    .and_then([
+                        TxnOp::get(key.clone(), None),
+                        TxnOp::put(
+                            key.clone(),
+                            owner.clone(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        ),
+                    ])
+            })
+            .await?;
         match read(&answer) {
-            Some(old) if answer.succeeded() => self.revoke_later(old.lease()),
-            _ => self.revoke_later(lease),
+            Some(old) if answer.succeeded() => {
+                self.leases.lend(lease);
+                self.recycle(old.lease());
+            }
+            _ => self.set_aside(lease),
         }
         Ok(answer.succeeded())
     }
@@ -397,28 +472,33 @@ impl LockBackend for EtcdBackend {
         let place = queue::entry(&key, &owner);
         // The place in line lives for the patience from this sign of life; putting it again
         // keeps its `create_revision`, so the waiter keeps its turn.
-        let waiting = self.grant(patience).await?;
-        let txn = Txn::new().and_then([
-            TxnOp::put(
-                place.clone(),
-                owner.clone(),
-                Some(PutOptions::new().with_lease(waiting).with_prev_key()),
-            ),
-            TxnOp::get(key.clone(), None),
-            TxnOp::get(
-                queue::queue_prefix(&key),
-                Some(queue::first_in_line_options()),
-            ),
-        ]);
-        let answer = self
-            .txn_on_lease("waiting in a fair lock's line", txn, waiting)
+        let (answer, waiting) = self
+            .txn_on_lease(
+                "waiting in a fair lock's line",
+                lease_seconds(patience),
+                |waiting| {
+                    Txn::new().and_then([
+                        TxnOp::put(
+                            place.clone(),
+                            owner.clone(),
+                            Some(PutOptions::new().with_lease(waiting).with_prev_key()),
+                        ),
+                        TxnOp::get(key.clone(), None),
+                        TxnOp::get(
+                            queue::queue_prefix(&key),
+                            Some(queue::first_in_line_options()),
+                        ),
+                    ])
+                },
+            )
             .await?;
+        self.leases.lend(waiting);
         let (mut holder, mut first) = (None, None);
         for (i, op) in answer.op_responses().into_iter().enumerate() {
             match op {
                 TxnOpResponse::Put(put) => {
                     if let Some(before) = put.prev_key() {
-                        self.revoke_later(before.lease());
+                        self.recycle(before.lease());
                     }
                 }
                 TxnOpResponse::Get(get) if i == 1 => holder = get.kvs().first().cloned(),
@@ -428,8 +508,11 @@ impl LockBackend for EtcdBackend {
         }
         if let Some(holder) = holder {
             if holder.value() == owner.as_bytes() {
-                let lease = self.grant(ttl).await?;
-                self.revoke_later(waiting);
+                let lease = self.grant(lease_seconds(ttl)).await?;
+                // Revoked, not pooled: it still carries the place unless the lock is taken
+                // back.
+                self.leases.returned(waiting.id);
+                self.revoke_later(waiting.id);
                 return self
                     .take_back(key, owner, &holder, lease, Some(place))
                     .await;
@@ -441,27 +524,36 @@ impl LockBackend for EtcdBackend {
             // Free, but another waiter's turn: the watch tells it.
             return Ok(Attempt::Held { remaining: None });
         };
-        let lease = self.grant(ttl).await?;
-        let txn = Txn::new()
-            .when([
-                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                Compare::create_revision(place.clone(), CompareOp::Equal, first.create_revision()),
-            ])
-            .and_then([
-                TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
-                TxnOp::delete(place, None),
-            ]);
-        let answer = self
-            .txn_on_lease("acquiring a fair lock", txn, lease)
+        let (answer, lease) = self
+            .txn_on_lease("acquiring a fair lock", lease_seconds(ttl), |lease| {
+                Txn::new()
+                    .when([
+                        Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                        Compare::create_revision(
+                            place.clone(),
+                            CompareOp::Equal,
+                            first.create_revision(),
+                        ),
+                    ])
+                    .and_then([
+                        TxnOp::put(
+                            key.clone(),
+                            owner.clone(),
+                            Some(PutOptions::new().with_lease(lease)),
+                        ),
+                        TxnOp::delete(place.clone(), None),
+                    ])
+            })
             .await?;
         if answer.succeeded() {
-            self.revoke_later(waiting);
+            self.leases.lend(lease);
+            self.recycle(waiting.id);
             return Ok(Attempt::Acquired {
                 fence: fence_of(&answer),
             });
         }
         // Taken meanwhile (by an acquire that does not queue): try again at once.
-        self.revoke_later(lease);
+        self.set_aside(lease);
         Ok(Attempt::Held {
             remaining: Some(Duration::ZERO),
         })
@@ -483,7 +575,7 @@ impl LockBackend for EtcdBackend {
             })
             .await?;
         for before in gone.prev_kvs() {
-            self.revoke_later(before.lease());
+            self.recycle(before.lease());
         }
         Ok(())
     }

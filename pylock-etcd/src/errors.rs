@@ -52,3 +52,17 @@ pub(crate) fn timed_out(context: &str, server: &str, limit: Duration) -> Error {
         )),
     }
 }
+
+/// Whether `error` is etcd's answer to a request naming a lease it no longer has (one that ran
+/// out or was revoked).
+pub(crate) fn is_lease_not_found(error: &Error) -> bool {
+    let source = match error {
+        Error::Backend { source, .. } | Error::Unavailable { source, .. } => source,
+        _ => return false,
+    };
+    match source.downcast_ref::<etcd_client::Error>() {
+        Some(etcd_client::Error::GRpcStatus(status)) => status.code() == Code::NotFound,
+        Some(etcd_client::Error::LeaseKeepAliveError(_)) => true,
+        _ => false,
+    }
+}

@@ -26,10 +26,11 @@
 //! is the key's `create_revision`, from etcd's revision counter, which the cluster replicates
 //! through Raft and persists: it grows with every holder across member restarts, leader
 //! elections and a full restart, where a Redis counter lives and dies with one server's
-//! memory. What it costs: a lease is granted before each acquire and extend (one more round
-//! trip), and leases count whole seconds with a minimum of their own (about 2 s by
-//! default), so a lock whose holder died is free after its TTL rounded up to a second, or
-//! that minimum.
+//! memory. What it costs: every acquire, release and extend is a write through Raft, synced to
+//! the members' disks (leases are reused between attempts, renewed alongside the write, so a
+//! lease is granted only for a process's first attempts), and leases count whole seconds with
+//! a minimum of their own (about 2 s by default), so a lock whose holder died is free after
+//! its TTL rounded up to a second, or that minimum.
 //!
 //! The client is [`etcd-client`](https://docs.rs/etcd-client), the maintained crate over
 //! etcd's gRPC API (the same API `etcdctl` and Go's `clientv3` use); it compiles etcd's
@@ -63,6 +64,7 @@
 mod backend;
 mod config;
 mod errors;
+mod leases;
 mod queue;
 mod watches;
 

@@ -3,8 +3,9 @@
 //! of a three-member cluster while the lock is held and others wait, its leader frozen, and a
 //! restart of the whole cluster), a holder cut off
 //! by a partition told of its loss before the next holder gets in, a dead member reported in
-//! time, and operators' tools that touch only locks. The conformance suite runs
-//! in conformance.rs.
+//! time, operators' tools that touch only locks, and the leases the backend reuses between
+//! attempts (never one lease for two keys, never less life than the lock's TTL). The
+//! conformance suite runs in conformance.rs.
 
 use std::time::Duration;
 
@@ -72,10 +73,7 @@ async fn operators_tools_touch_only_locks() {
     };
     let locks = locks(server.url());
     let prefix = locks.settings().key_prefix.clone();
-    let endpoint = server.url().replace("etcd://", "http://");
-    let mut raw = etcd_client::Client::connect([endpoint], None)
-        .await
-        .expect("connect");
+    let mut raw = raw_client(&server).await;
     // Not locks of ours: another value, and a token-like value on no lease.
     raw.put(format!("{prefix}text"), "hello", None)
         .await
@@ -92,6 +90,159 @@ async fn operators_tools_touch_only_locks() {
         let kept = raw.get(format!("{prefix}{name}"), None).await.expect("get");
         assert_eq!(kept.kvs().len(), 1, "{name} was left alone");
     }
+}
+
+/// A client of `server` of its own, to look at what the backend wrote.
+async fn raw_client(server: &TestServer) -> etcd_client::Client {
+    let endpoint = server.url().replace("etcd://", "http://");
+    etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("connect")
+}
+
+/// The lease `key` is on, and how many whole seconds it has left, as the server says.
+async fn lease_of(raw: &mut etcd_client::Client, key: &str) -> (i64, i64) {
+    let kvs = raw.get(key, None).await.expect("get");
+    let lease = kvs
+        .kvs()
+        .first()
+        .expect("the lock is on the server")
+        .lease();
+    let ttl = raw.lease_time_to_live(lease, None).await.expect("ttl");
+    (lease, ttl.ttl())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_lease_lives_the_full_ttl_from_the_attempt_that_took_it() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    let locks = locks(server.url());
+    let key = format!("{}reuse", locks.settings().key_prefix);
+    let lock = locks.lock("reuse").expires(Duration::from_secs(10));
+    let mut raw = raw_client(&server).await;
+
+    let first = lock.acquire().await.expect("acquire");
+    let (lease, _) = lease_of(&mut raw, &key).await;
+    first.release().await.expect("release");
+    // The lease waits in the pool and ages: 3 of its 10 s go by.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let second = lock.acquire().await.expect("acquire");
+    let (reused, left) = lease_of(&mut raw, &key).await;
+    assert_eq!(
+        reused, lease,
+        "the idle lease was reused (else this test tests nothing)"
+    );
+    assert!(
+        left >= 9,
+        "the reused lease has {left} s left: it was not renewed by the attempt, so the lock \
+         would end before the 10 s its holder counts on"
+    );
+    second.release().await.expect("release");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_lease_revoked_behind_the_backends_back_costs_only_a_new_one() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    let locks = locks(server.url());
+    let key = format!("{}revoked", locks.settings().key_prefix);
+    let lock = locks.lock("revoked").expires(Duration::from_secs(10));
+    let mut raw = raw_client(&server).await;
+    let first = lock.acquire().await.expect("acquire");
+    let (lease, _) = lease_of(&mut raw, &key).await;
+    first.release().await.expect("release");
+    raw.lease_revoke(lease).await.expect("revoke");
+
+    let held = lock
+        .acquire()
+        .await
+        .expect("acquire on a revoked idle lease");
+    let (now_on, left) = lease_of(&mut raw, &key).await;
+    assert_ne!(now_on, lease, "the lock sits on the revoked lease");
+    assert!(left >= 9, "the new lease has {left} s left");
+    // Another client (its own backend, its own pool) finds it held.
+    let other = self::locks(server.url())
+        .lock("revoked")
+        .try_acquire()
+        .await;
+    assert!(matches!(other, Ok(None)), "a second holder: {other:?}");
+    held.release().await.expect("release");
+}
+
+/// Many tasks of two clients take, extend and release three locks (some of them fair) while a
+/// watcher reads every key of theirs in one snapshot, again and again: no two keys may share a
+/// lease, or releasing one lock, or the lease of one running out, would take the other with
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_two_keys_ever_share_a_lease() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    let clients = [locks(server.url()), locks(server.url())];
+    let prefix = clients[0].settings().key_prefix.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for task in 0..8usize {
+        let mut lock = clients[task % 2]
+            .lock(format!("shared:{}", task % 3))
+            .expires(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20));
+        if task % 4 == 3 {
+            lock = lock.fair();
+        }
+        let stop = std::sync::Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let mut cycles = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && cycles < 500 {
+                let mut guard = lock.acquire().await.expect("acquire");
+                if cycles.is_multiple_of(3) {
+                    guard.extend(Duration::from_secs(6)).await.expect("extend");
+                }
+                guard.release().await.expect("release");
+                cycles += 1;
+            }
+            cycles
+        }));
+    }
+    let mut raw = raw_client(&server).await;
+    let mut snapshots = 0;
+    let mut keys_seen = 0;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        let all = raw
+            .get(
+                prefix.clone(),
+                Some(etcd_client::GetOptions::new().with_prefix()),
+            )
+            .await
+            .expect("snapshot");
+        let mut leases = std::collections::HashMap::new();
+        for kv in all.kvs() {
+            keys_seen += 1;
+            if let Some(other) = leases.insert(kv.lease(), kv.key_str().unwrap_or("?").to_owned()) {
+                panic!(
+                    "lease {} carries {other} and {}",
+                    kv.lease(),
+                    kv.key_str().unwrap_or("?")
+                );
+            }
+        }
+        snapshots += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut cycles = 0;
+    for task in tasks {
+        cycles += task.await.expect("task");
+    }
+    assert!(cycles > 50, "only {cycles} cycles: the load never ran");
+    assert!(
+        keys_seen > snapshots,
+        "{keys_seen} keys in {snapshots} snapshots: the watcher saw too little to judge"
+    );
 }
 
 /// After `what` (a restart, a failover): nobody else gets `lock` within 2 s, and its holder
