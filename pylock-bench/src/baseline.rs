@@ -24,6 +24,10 @@ pub(crate) struct Baseline {
     pub(crate) rtt_us: Option<f64>,
     /// The same round trip on a plain blocking socket: the floor on this machine (p50, µs).
     pub(crate) floor_rtt_us: Option<f64>,
+    /// etcd only: one write (a `Put`, through Raft and the members' disks) on the same kind of
+    /// client (p50, µs). Any lock that survives a crash writes on acquire and on release, so
+    /// two of these are the floor of an uncontended cycle; the read (`rtt_us`) skips the disk.
+    pub(crate) write_rtt_us: Option<f64>,
     /// A bare `SET NX PX` + `DEL` loop of the throughput scenario's tasks on one multiplexed
     /// connection: cycles per second without any library around it.
     pub(crate) raw_cycles_per_s: Option<f64>,
@@ -61,10 +65,14 @@ pub(crate) async fn measure(
                 script_cycles_per_s: Some(script_cycles_per_s),
                 raw_cpu,
                 script_cpu,
+                write_rtt_us: None,
             }
         }
-        // etcd speaks gRPC: no plain-socket floor, only the interleaved read.
-        Some(Pinger::Etcd { .. }) => Baseline::default(),
+        // etcd speaks gRPC: no plain-socket floor; the interleaved read, and writes.
+        Some(Pinger::Etcd { mut client }) => Baseline {
+            write_rtt_us: Some(etcd_writes(&mut client, budget).await.quantile_us(0.5)),
+            ..Baseline::default()
+        },
         Some(Pinger::Memcache { addr, .. }) => Baseline {
             floor_rtt_us: Some(
                 FloorPinger::connect(&addr, MEMCACHE_NOOP, MEMCACHE_NOOP_REPLY)
@@ -182,6 +190,27 @@ impl Pinger {
         }
         sent.elapsed()
     }
+}
+
+/// Round trips of one etcd `Put` each, on one key, within `budget`.
+async fn etcd_writes(client: &mut etcd_client::Client, budget: Budget) -> Samples {
+    let mut samples = Samples::default();
+    let started = Instant::now();
+    for i in 0..budget.operations {
+        let sent = Instant::now();
+        client
+            .put("pylock-bench-write", i.to_string(), None)
+            .await
+            .expect("etcd write");
+        samples.push(sent.elapsed());
+        samples.operations += 1;
+        if started.elapsed() > budget.time {
+            break;
+        }
+    }
+    let _ = client.delete("pylock-bench-write", None).await;
+    samples.elapsed = started.elapsed();
+    samples
 }
 
 fn tcp_addr(client: &redis::Client) -> String {

@@ -29,7 +29,9 @@
 //!
 //! Baselines, measured in the same run: `baseline_rtt_us`, one round trip (Redis `PING`,
 //! memcached `mn`, an etcd read) through the async connection type the backend uses, sent
-//! before each `uncontended` cycle; `floor_rtt_us`, the same on a plain blocking socket. For Redis also
+//! before each `uncontended` cycle; `floor_rtt_us`, the same on a plain blocking socket; for
+//! etcd `write_rtt_us`, one `Put` (a write through Raft and the disk, the floor of any lock
+//! operation that survives a crash), measured before the scenarios. For Redis also
 //! `raw_cycles_per_s`, a bare `SET NX PX` + `DEL` loop with as many tasks as `throughput`, and
 //! `script_cycles_per_s`, the same loop running pylock's two scripts directly, one call per
 //! lock operation. For a single Redis server, CPU time per cycle of the client (this process)
@@ -557,7 +559,7 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
     let (ops, ..) = row.field(|r| r.ops_per_s);
     let samples: usize = row.runs.iter().map(|r| r.samples).sum();
     format!(
-        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{},\"client_cpu_us_per_cycle\":{},\"server_cpu_us_per_cycle\":{},\"raw_client_cpu_us_per_cycle\":{},\"raw_server_cpu_us_per_cycle\":{}}}",
+        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{},\"client_cpu_us_per_cycle\":{},\"server_cpu_us_per_cycle\":{},\"raw_client_cpu_us_per_cycle\":{},\"raw_server_cpu_us_per_cycle\":{},\"write_rtt_us\":{}}}",
         pylock::redact_url(url),
         row.scenario,
         row.runs.len(),
@@ -573,7 +575,16 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
         number(row.optional(|r| r.cpu.server_us)),
         number(baseline.raw_cpu.client_us),
         number(baseline.raw_cpu.server_us),
+        number(baseline.write_rtt_us),
     )
+}
+
+/// `p50` in writes of the baseline's store, where it has them (etcd).
+fn in_writes(p50: f64, baseline: &Baseline) -> String {
+    baseline
+        .write_rtt_us
+        .map(|write| format!("; = {:.2} x one write", p50 / write))
+        .unwrap_or_default()
 }
 
 fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baseline) {
@@ -588,6 +599,11 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
     if let (Some(rtt), Some(floor)) = (baseline.rtt_us, baseline.floor_rtt_us) {
         println!(
             "baselines: async round trip p50 {rtt:.1} us (interleaved with uncontended) | blocking-socket round trip p50 {floor:.1} us"
+        );
+    }
+    if let (Some(rtt), Some(write)) = (baseline.rtt_us, baseline.write_rtt_us) {
+        println!(
+            "baselines: read round trip p50 {rtt:.1} us (interleaved with uncontended) | write (put) round trip p50 {write:.1} us"
         );
     }
     if let (Some(raw), Some(scripts)) = (baseline.raw_cycles_per_s, baseline.script_cycles_per_s) {
@@ -613,7 +629,7 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
                     .unwrap_or_default();
                 match row.optional(|r| r.cpu.server_us) {
                     Some(server) => format!("{ratio}; server cpu {server:.2} us/cycle"),
-                    None => ratio,
+                    None => format!("{ratio}{}", in_writes(p50, baseline)),
                 }
             }
             "throughput" => baseline
@@ -622,7 +638,13 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
                 .unwrap_or_default(),
             "handoff" => baseline
                 .rtt_us
-                .map(|rtt| format!("p50 = {:.2} x async round trip", p50 / rtt))
+                .map(|rtt| {
+                    format!(
+                        "p50 = {:.2} x async round trip{}",
+                        p50 / rtt,
+                        in_writes(p50, baseline)
+                    )
+                })
                 .unwrap_or_default(),
             "blocking" => row
                 .ratio_to_alongside()
