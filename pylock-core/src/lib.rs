@@ -167,6 +167,7 @@ mod registry;
 mod renewal;
 mod request;
 mod settings;
+mod tls;
 mod token;
 mod url;
 mod wait;

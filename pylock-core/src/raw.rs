@@ -112,6 +112,7 @@ pub use crate::backend::{Attempt, Capabilities, Holder, LockBackend};
 pub use crate::notice::{IdleHook, NoticeBoard, ReleaseNotice};
 pub use crate::per_runtime::PerRuntime;
 pub use crate::registry::{BackendDescriptor, Factory};
+pub use crate::tls::{TLS_OPTIONS, TlsFiles, certificate_refused, is_certificate_error};
 pub use crate::token::Token;
 pub use crate::url::{
     CALL_MARGIN, ConnectionUrl, DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, HostPort,

@@ -106,7 +106,7 @@ impl Calls {
                     .response_timeout(config.timeouts.response);
                 #[cfg(feature = "tls")]
                 if let Some(tls) = &config.tls {
-                    builder = builder.certs(tls.certificates());
+                    builder = builder.certs(crate::config::certificates(tls));
                 }
                 Connector::Cluster(builder.build().map_err(invalid)?)
             }

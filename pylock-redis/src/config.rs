@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use pylock_core::Result;
-use pylock_core::raw::{ConnectionUrl, Timeouts};
+use pylock_core::raw::{ConnectionUrl, Timeouts, TlsFiles};
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionInfo};
 
 /// The query options a Redis URL may carry.
@@ -111,7 +111,12 @@ impl RedisConfig {
     pub fn from_url(url: &str) -> Result<Self> {
         let url = ConnectionUrl::parse(url)?;
         let options = url.options(OPTIONS)?;
-        let tls = tls_files(&url, &options)?;
+        let tls = TlsFiles::read(
+            &url,
+            &options,
+            url.scheme().starts_with("rediss"),
+            "rediss:// or rediss+cluster://",
+        )?;
         let servers = match url.scheme() {
             "redis" | "rediss" => {
                 let (addr, path_db) = tcp_address(&url)?;
@@ -275,63 +280,19 @@ fn tcp_address(url: &ConnectionUrl) -> Result<(ConnectionAddr, Option<u64>)> {
     Ok((addr, db))
 }
 
-/// The contents of a URL's `ca_file`, `cert_file` and `key_file`.
-#[derive(Clone)]
-#[cfg_attr(
-    not(feature = "tls"),
-    allow(dead_code, reason = "read by the TLS code only")
-)]
-pub(crate) struct TlsFiles {
-    ca: Option<Vec<u8>>,
-    client: Option<(Vec<u8>, Vec<u8>)>,
-}
-
+/// The URL's TLS files in the `redis` crate's form.
 #[cfg(feature = "tls")]
-impl TlsFiles {
-    /// In the `redis` crate's form.
-    pub(crate) fn certificates(&self) -> redis::TlsCertificates {
-        redis::TlsCertificates {
-            client_tls: self
-                .client
-                .as_ref()
-                .map(|(cert, key)| redis::ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.clone(),
-                }),
-            root_cert: self.ca.clone(),
-        }
+pub(crate) fn certificates(files: &TlsFiles) -> redis::TlsCertificates {
+    redis::TlsCertificates {
+        client_tls: files
+            .client
+            .as_ref()
+            .map(|(cert, key)| redis::ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+        root_cert: files.ca.clone(),
     }
-}
-
-/// Reads the TLS files a URL names; refuses them on a URL without TLS.
-fn tls_files(url: &ConnectionUrl, options: &pylock_core::raw::Options) -> Result<Option<TlsFiles>> {
-    let read = |name: &str| -> Result<Option<Vec<u8>>> {
-        options
-            .get(name)
-            .map(|path| {
-                std::fs::read(path).map_err(|e| pylock_core::Error::InvalidOption {
-                    name: name.to_owned(),
-                    reason: format!("cannot read {path:?}: {e}"),
-                })
-            })
-            .transpose()
-    };
-    let names = ["ca_file", "cert_file", "key_file"];
-    if names.iter().all(|name| options.get(name).is_none()) {
-        return Ok(None);
-    }
-    if !url.scheme().starts_with("rediss") {
-        return Err(url.invalid(
-            "ca_file, cert_file and key_file are TLS options: use rediss:// or rediss+cluster://",
-        ));
-    }
-    let (ca, cert, key) = (read("ca_file")?, read("cert_file")?, read("key_file")?);
-    let client = match (cert, key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        _ => return Err(url.invalid("cert_file and key_file go together")),
-    };
-    Ok(Some(TlsFiles { ca, client }))
 }
 
 /// `info` with the URL's TLS files, when it has any.
@@ -344,7 +305,7 @@ fn with_tls(
     let Some(tls) = tls else {
         return Ok(info);
     };
-    redis::Client::build_with_tls(info, tls.certificates())
+    redis::Client::build_with_tls(info, certificates(tls))
         .map(|client| client.get_connection_info().clone())
         .map_err(|e| url.invalid(format!("the TLS files: {e}")))
 }

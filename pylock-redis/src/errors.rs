@@ -1,23 +1,15 @@
 //! The one place where `redis` errors become pylock errors.
 
 use pylock_core::Error;
+use pylock_core::raw::{certificate_refused, is_certificate_error};
 use redis::{ErrorKind, RedisError, ServerErrorKind};
 
 /// Maps a driver error of a call to `server` (a redacted URL): anything that says "the server
 /// cannot be reached right now" is [`Error::Unavailable`] (the wait loop retries it);
 /// everything else, such as a wrong password or a script error, is [`Error::Backend`].
 pub(crate) fn from_redis(error: RedisError, context: &str, server: &str) -> Error {
-    if crate::tls::is_certificate_error(&error) {
-        return Error::Backend {
-            backend: "redis",
-            context: format!(
-                "TLS certificate refused at {server} ({context}): the server's certificate is \
-                 not signed by a trusted CA (give its CA with ?ca_file=/path/ca.pem), does not \
-                 name the host in the URL, or the server wants a client certificate \
-                 (?cert_file=...&key_file=...)"
-            ),
-            source: Box::new(error),
-        };
+    if is_certificate_error(&error) {
+        return certificate_refused("redis", server, context, Box::new(error));
     }
     let transient = matches!(
         error.kind(),

@@ -1,7 +1,11 @@
-//! Test certificates made by `openssl`, and a redis-server that speaks TLS with them.
+//! Test certificates made by `openssl`, and a redis-server and an etcd member that speak TLS
+//! with them.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use pylock::{Error, Locks};
 
 use crate::server::{Kind, Needs, Provider, TestServer, free_port};
 
@@ -134,4 +138,60 @@ pub async fn tls_server(pki: &Pki, clients: &str) -> Option<(TestServer, u16)> {
 /// `rediss://127.0.0.1:<port>` with `query` added.
 pub fn url(port: u16, query: &str) -> String {
     format!("rediss://127.0.0.1:{port}?connect_timeout=2s&{query}")
+}
+
+/// An etcd member that serves TLS on a port of its own (returned) with the server certificate,
+/// and plain HTTP on its usual port, which the fixture uses to see it is up. With
+/// `client_cert_auth`, it asks TLS clients for a certificate signed by the test CA.
+pub async fn etcd_tls_server(pki: &Pki, client_cert_auth: bool) -> Option<(TestServer, u16)> {
+    let port = free_port().expect("free port");
+    let listen = format!("http://127.0.0.1:{{port}},https://127.0.0.1:{port}");
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let mut args = vec![
+        "--listen-client-urls",
+        &listen,
+        "--cert-file",
+        &cert,
+        "--key-file",
+        &key,
+    ];
+    if client_cert_auth {
+        args.extend(["--client-cert-auth", "--trusted-ca-file", &ca]);
+    }
+    let server = TestServer::start(Kind::Etcd, Needs::args(&args).from(Provider::Binary)).await?;
+    Some((server, port))
+}
+
+/// `etcds://127.0.0.1:<port>` with `query` added.
+pub fn etcd_url(port: u16, query: &str) -> String {
+    format!("etcds://127.0.0.1:{port}?connect_timeout=2s&{query}")
+}
+
+/// Acquires on `url` with a long timeout and expects a quick, typed TLS error that names the
+/// fix: a certificate problem is not an outage to retry until the timeout.
+pub async fn refused_at_once(url: &str) {
+    let locks = Locks::connect(url).expect("the URL parses");
+    let started = Instant::now();
+    let result = locks
+        .lock("k")
+        .timeout(Duration::from_secs(20))
+        .acquire()
+        .await;
+    let took = started.elapsed();
+    match result {
+        Err(error @ Error::Backend { .. }) => {
+            let message = error.to_string();
+            assert!(message.contains("TLS certificate"), "{message}");
+            assert!(message.contains("ca_file"), "{message}");
+        }
+        other => panic!("{url}: expected a TLS certificate error, got {other:?}"),
+    }
+    assert!(
+        took < Duration::from_secs(10),
+        "{url}: retried for {took:?}"
+    );
 }

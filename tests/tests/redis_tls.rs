@@ -8,31 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use pylock::{Error, Locks};
-use pylock_tests::tls::{Pki, tls_server, url};
-
-/// Acquires with a long timeout and expects a quick, typed TLS error that names the fix.
-async fn refused_at_once(url: &str) {
-    let locks = Locks::connect(url).expect("the URL parses");
-    let started = Instant::now();
-    let result = locks
-        .lock("k")
-        .timeout(Duration::from_secs(20))
-        .acquire()
-        .await;
-    let took = started.elapsed();
-    match result {
-        Err(error @ Error::Backend { .. }) => {
-            let message = error.to_string();
-            assert!(message.contains("TLS certificate"), "{message}");
-            assert!(message.contains("ca_file"), "{message}");
-        }
-        other => panic!("{url}: expected a TLS certificate error, got {other:?}"),
-    }
-    assert!(
-        took < Duration::from_secs(10),
-        "{url}: retried for {took:?}"
-    );
-}
+use pylock_tests::tls::{Pki, refused_at_once, tls_server, url};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_fails_at_once_and_says_what_to_fix() {
