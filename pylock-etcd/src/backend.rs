@@ -105,6 +105,10 @@ impl EtcdBackend {
         if let Some((user, password)) = &self.config.credentials {
             options = options.with_user(user.clone(), password.clone());
         }
+        #[cfg(feature = "tls")]
+        if let Some(files) = &self.config.tls {
+            options = options.with_tls(tls_options(files));
+        }
         let context = "connecting";
         let client = match tokio::time::timeout(
             timeouts.call(),
@@ -327,6 +331,21 @@ impl EtcdBackend {
             });
         }
         Ok(Some(kv))
+    }
+}
+
+/// The client's TLS settings for an `etcds://` URL's files: its CA or the system's roots, and
+/// its client certificate if it names one.
+#[cfg(feature = "tls")]
+fn tls_options(files: &pylock_core::raw::TlsFiles) -> etcd_client::TlsOptions {
+    use etcd_client::{Certificate, Identity, TlsOptions};
+    let tls = match &files.ca {
+        Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(ca)),
+        None => TlsOptions::new().with_native_roots(),
+    };
+    match &files.client {
+        Some((cert, key)) => tls.identity(Identity::from_pem(cert, key)),
+        None => tls,
     }
 }
 

@@ -1,21 +1,35 @@
 //! `etcd://` URLs.
 
 use pylock_core::Result;
-use pylock_core::raw::{ConnectionUrl, Timeouts};
+use pylock_core::raw::{ConnectionUrl, Timeouts, TlsFiles};
 
-/// The query options an etcd URL may carry.
-pub const OPTIONS: &[&str] = &["connect_timeout", "response_timeout", "namespace"];
+/// The query options an etcd URL may carry (the last three with `etcds://` only).
+pub const OPTIONS: &[&str] = &[
+    "connect_timeout",
+    "response_timeout",
+    "namespace",
+    "ca_file",
+    "cert_file",
+    "key_file",
+];
 
 /// Default host and port: `etcd://` means `etcd://localhost:2379`.
 pub const DEFAULT_HOST: &str = "localhost";
 /// See [`DEFAULT_HOST`].
 pub const DEFAULT_PORT: u16 = 2379;
 
-/// The members, credentials, timeouts and key namespace of an `etcd://` URL.
+/// The members, credentials, TLS files, timeouts and key namespace of an `etcd://` or
+/// `etcds://` URL.
 ///
 /// ```text
 /// etcd://[user:password@][host[:port]][,host[:port]...][?connect_timeout=1s&response_timeout=1s&namespace=app/]
+/// etcds://...[?ca_file=/path/ca.pem&cert_file=/path/client.pem&key_file=/path/client.key]
 /// ```
+///
+/// `etcds://` speaks TLS to every member (feature `tls`): it trusts the CA in `ca_file`, or the
+/// system's roots without it, and presents the client certificate of `cert_file` and
+/// `key_file` to members that ask for one (etcd's `--client-cert-auth`). The files are read
+/// when the URL is parsed, so a wrong path is an error at once.
 ///
 /// Several members are endpoints of one cluster: the client balances over them and goes on
 /// with the others when one fails. `namespace` is put before every key on the server (after
@@ -25,23 +39,39 @@ pub const DEFAULT_PORT: u16 = 2379;
 pub struct EtcdConfig {
     pub(crate) endpoints: Vec<String>,
     pub(crate) credentials: Option<(String, String)>,
+    /// `Some` for `etcds://` (the files may all be absent).
+    pub(crate) tls: Option<TlsFiles>,
     pub(crate) timeouts: Timeouts,
     pub(crate) namespace: String,
     redacted: String,
 }
 
 impl EtcdConfig {
-    /// Parses an `etcd://` URL.
+    /// Parses an `etcd://` or `etcds://` URL.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidUrl`](pylock_core::Error::InvalidUrl) for a malformed URL, a user
-    /// without a password, a path, or a member listed twice;
+    /// without a password, a path, a member listed twice, TLS files on an `etcd://` URL, or
+    /// `etcds://` without the `tls` feature;
     /// [`Error::UnknownOption`](pylock_core::Error::UnknownOption) /
-    /// [`Error::InvalidOption`](pylock_core::Error::InvalidOption) for the query options.
+    /// [`Error::InvalidOption`](pylock_core::Error::InvalidOption) for the query options (a
+    /// TLS file that cannot be read among them).
     pub fn from_url(url: &str) -> Result<Self> {
-        let url = ConnectionUrl::parse_as(url, "etcd")?;
+        let url = ConnectionUrl::parse(url)?;
+        let secure = match url.scheme() {
+            "etcd" => false,
+            "etcds" => true,
+            other => return Err(url.invalid(format!("{other}:// is not etcd:// or etcds://"))),
+        };
+        if secure && !cfg!(feature = "tls") {
+            return Err(url.invalid(
+                "etcds:// (TLS) needs the `tls` feature of pylock-etcd (the `etcd-tls` feature of pylock)",
+            ));
+        }
         let options = url.options(OPTIONS)?;
+        let tls = TlsFiles::read(&url, &options, secure, "etcds://")?
+            .or_else(|| secure.then(TlsFiles::default));
         if !matches!(url.path(), "" | "/") {
             return Err(
                 url.invalid("etcd:// takes no path; a key namespace is the `namespace` option")
@@ -52,23 +82,25 @@ impl EtcdConfig {
             (Some(user), Some(password)) => Some((user.to_owned(), password.expose().to_owned())),
             _ => return Err(url.invalid("etcd's authentication needs a user and a password")),
         };
+        let http = if secure { "https" } else { "http" };
         let endpoints = match url.unique_hosts(DEFAULT_PORT)? {
-            [] => vec![format!("http://{DEFAULT_HOST}:{DEFAULT_PORT}")],
+            [] => vec![format!("{http}://{DEFAULT_HOST}:{DEFAULT_PORT}")],
             hosts => hosts
                 .iter()
-                .map(|h| format!("http://{}", h.to_socket_string(DEFAULT_PORT)))
+                .map(|h| format!("{http}://{}", h.to_socket_string(DEFAULT_PORT)))
                 .collect(),
         };
         Ok(EtcdConfig {
             endpoints,
             credentials,
+            tls,
             timeouts: Timeouts::from_options(&options)?,
             namespace: options.get("namespace").unwrap_or_default().to_owned(),
             redacted: url.redacted().to_owned(),
         })
     }
 
-    /// The members' client URLs (`http://host:port`), in URL order.
+    /// The members' client URLs (`http://host:port`, `https://` for `etcds://`), in URL order.
     pub fn endpoints(&self) -> &[String] {
         &self.endpoints
     }
@@ -93,6 +125,7 @@ impl std::fmt::Debug for EtcdConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EtcdConfig")
             .field("url", &self.redacted)
+            .field("tls", &self.tls)
             .field("timeouts", &self.timeouts)
             .field("namespace", &self.namespace)
             .finish()
@@ -130,6 +163,21 @@ mod tests {
     }
 
     #[test]
+    fn etcds_speaks_tls_to_every_member() {
+        let parsed = EtcdConfig::from_url("etcds://h1,h2:2380?ca_file=/etc/hostname");
+        if cfg!(feature = "tls") {
+            let config = parsed.unwrap();
+            assert_eq!(config.endpoints(), ["https://h1:2379", "https://h2:2380"]);
+            assert!(config.tls.as_ref().is_some_and(|tls| tls.ca.is_some()));
+            let bare = EtcdConfig::from_url("etcds://h").unwrap();
+            assert!(bare.tls.is_some_and(|tls| tls.ca.is_none()));
+        } else {
+            let error = parsed.unwrap_err();
+            assert!(error.to_string().contains("`tls` feature"), "{error}");
+        }
+    }
+
+    #[test]
     fn bad_urls_are_typed_errors() {
         for bad in [
             "etcd://h/x",
@@ -137,6 +185,9 @@ mod tests {
             "etcd://user@h",
             "etcd://h?connect_timeout=0",
             "redis://h",
+            "etcd://h?ca_file=/etc/hostname",
+            "etcds://h?key_file=/etc/hostname",
+            "etcds://h?ca_file=/nonexistent/ca.pem",
         ] {
             let result = EtcdConfig::from_url(bad);
             assert!(

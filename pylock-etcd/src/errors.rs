@@ -1,8 +1,10 @@
-//! etcd's errors, as pylock's: what retrying may fix is `Unavailable`, the rest `Backend`.
+//! etcd's errors, as pylock's: what retrying may fix is `Unavailable`, the rest `Backend` (a
+//! refused TLS certificate among them, with what to fix).
 
 use std::time::Duration;
 
 use pylock_core::Error;
+use pylock_core::raw::{certificate_refused, is_certificate_error};
 use tonic::Code;
 
 /// The backend's name in errors and traces.
@@ -10,6 +12,9 @@ pub(crate) const NAME: &str = "etcd";
 
 /// `error`, met while doing `context` (on `server`), as pylock's error.
 pub(crate) fn from_etcd(context: &str, server: &str, error: etcd_client::Error) -> Error {
+    if is_certificate_error(&error) {
+        return certificate_refused(NAME, server, context, Box::new(error));
+    }
     let transient = match &error {
         etcd_client::Error::GRpcStatus(status) => matches!(
             status.code(),

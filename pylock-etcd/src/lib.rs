@@ -6,9 +6,12 @@
 //! | `etcd://` | `localhost:2379` |
 //! | `etcd://host[:port][,host[:port]...]` | the members of one cluster |
 //! | `etcd://user:password@host:2379` | with etcd's authentication |
+//! | `etcds://host:2379?ca_file=ca.pem` | over TLS (feature `tls`), trusting that CA (else the system's roots) |
+//! | `etcds://...&cert_file=client.pem&key_file=client.key` | with a client certificate (etcd's `--client-cert-auth`) |
 //!
 //! Options: `connect_timeout`, `response_timeout` (default `1s` each), `namespace` (put before
-//! every key on the server). Unknown options are errors. See [`EtcdConfig`].
+//! every key on the server), and for `etcds://` `ca_file`, `cert_file`, `key_file`. Unknown
+//! options are errors. See [`EtcdConfig`].
 //!
 //! How each operation works (see [`EtcdBackend`]): a lock is a key holding the owner's token,
 //! attached to a lease with the lock's TTL; acquire, release and extend are each one
@@ -75,9 +78,9 @@ use pylock_core::raw::BackendDescriptor;
 pub use backend::EtcdBackend;
 pub use config::{DEFAULT_HOST, DEFAULT_PORT, EtcdConfig, OPTIONS};
 
-/// `etcd://`, for [`Registry::install`](pylock_core::Registry::install).
+/// `etcd://` and `etcds://`, for [`Registry::install`](pylock_core::Registry::install).
 pub const BACKENDS: &[BackendDescriptor] = &[BackendDescriptor {
     name: "etcd",
-    schemes: &["etcd"],
+    schemes: &["etcd", "etcds"],
     open: |url| Ok(Arc::new(EtcdBackend::from_url(url)?)),
 }];

@@ -76,7 +76,8 @@ impl Kind {
         }
     }
 
-    /// The command line that serves on `port` of 127.0.0.1, with no persistence.
+    /// The command line that serves on `port` of 127.0.0.1, with no persistence, then `extra`
+    /// (where `{port}` stands for `port`; a flag given again there overrides the default).
     fn command(self, port: u16, extra: &[String]) -> Vec<String> {
         let mut command: Vec<String> = match self {
             Kind::Redis => vec![
@@ -120,7 +121,11 @@ impl Kind {
                 "pylock-test=http://127.0.0.1:2380".into(),
             ],
         };
-        command.extend(extra.iter().cloned());
+        command.extend(
+            extra
+                .iter()
+                .map(|arg| arg.replace("{port}", &port.to_string())),
+        );
         command
     }
 
@@ -185,7 +190,7 @@ impl Needs {
         }
     }
 
-    /// A server of its own started with `args`.
+    /// A server of its own started with `args` (`{port}` in one stands for the server's port).
     pub fn args(args: &[&str]) -> Self {
         Needs {
             args: args.iter().map(|a| (*a).to_owned()).collect(),

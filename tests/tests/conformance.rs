@@ -98,7 +98,12 @@ fn groups() -> Vec<(&'static str, Start, Option<Vec<&'static str>>)> {
             || Box::pin(etcd(Provider::Container)),
             none.clone(),
         ),
-        ("etcd-binary", || Box::pin(etcd(Provider::Binary)), none),
+        (
+            "etcd-binary",
+            || Box::pin(etcd(Provider::Binary)),
+            none.clone(),
+        ),
+        ("etcd-tls", || Box::pin(etcd_tls()), none),
     ]
 }
 
@@ -311,4 +316,24 @@ async fn etcd(provider: Provider) -> Made {
         EtcdBackend::from_url(server.url()).expect("backend"),
         server,
     )
+}
+
+/// A member serving TLS with a private CA, trusted through the URL's `ca_file`, that asks for a
+/// client certificate (as the members of a Kubernetes control plane do).
+async fn etcd_tls() -> Made {
+    let pki =
+        Pki::make("etcd-conformance").ok_or("openssl could not make the test certificates")?;
+    let (server, port) = tls::etcd_tls_server(&pki, true)
+        .await
+        .ok_or_else(|| no_server("etcd"))?;
+    let url = tls::etcd_url(
+        port,
+        &format!(
+            "ca_file={}&cert_file={}&key_file={}",
+            pki.path("ca.pem"),
+            pki.path("client.pem"),
+            pki.path("client.key")
+        ),
+    );
+    boxed(EtcdBackend::from_url(&url).expect("backend"), (server, pki))
 }
