@@ -105,6 +105,17 @@ impl Pki {
         }
     }
 
+    /// The URL options of a client that trusts the test CA and presents the client
+    /// certificate.
+    pub fn mutual_query(&self) -> String {
+        format!(
+            "ca_file={}&cert_file={}&key_file={}",
+            self.path("ca.pem"),
+            self.path("client.pem"),
+            self.path("client.key")
+        )
+    }
+
     /// The path of `file` (`ca.pem`, `server.pem`, `client.key`...).
     pub fn path(&self, file: &str) -> String {
         self.dir.join(file).display().to_string()

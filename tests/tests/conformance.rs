@@ -326,14 +326,6 @@ async fn etcd_tls() -> Made {
     let (server, port) = tls::etcd_tls_server(&pki, true)
         .await
         .ok_or_else(|| no_server("etcd"))?;
-    let url = tls::etcd_url(
-        port,
-        &format!(
-            "ca_file={}&cert_file={}&key_file={}",
-            pki.path("ca.pem"),
-            pki.path("client.pem"),
-            pki.path("client.key")
-        ),
-    );
+    let url = tls::etcd_url(port, &pki.mutual_query());
     boxed(EtcdBackend::from_url(&url).expect("backend"), (server, pki))
 }

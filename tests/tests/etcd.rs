@@ -112,19 +112,47 @@ async fn lease_of(raw: &mut etcd_client::Client, key: &str) -> (i64, i64) {
     (lease, ttl.ttl())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reused_lease_lives_the_full_ttl_from_the_attempt_that_took_it() {
-    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
-        return;
-    };
-    let locks = locks(server.url());
-    let key = format!("{}reuse", locks.settings().key_prefix);
-    let lock = locks.lock("reuse").expires(Duration::from_secs(10));
-    let mut raw = raw_client(&server).await;
+/// A lock (10 s TTL) on a server of its own, taken once and released, so that its lease is
+/// idle in the backend's pool; a client of its own; the lock's server key; that lease.
+struct ReleasedOnce {
+    _server: TestServer,
+    lock: Lock,
+    raw: etcd_client::Client,
+    key: String,
+    lease: i64,
+}
 
+async fn released_once(name: &str) -> Option<ReleasedOnce> {
+    let server = TestServer::start(Kind::Etcd, Needs::any()).await?;
+    let locks = locks(server.url());
+    let key = format!("{}{name}", locks.settings().key_prefix);
+    let lock = locks.lock(name).expires(Duration::from_secs(10));
+    let mut raw = raw_client(&server).await;
     let first = lock.acquire().await.expect("acquire");
     let (lease, _) = lease_of(&mut raw, &key).await;
     first.release().await.expect("release");
+    Some(ReleasedOnce {
+        _server: server,
+        lock,
+        raw,
+        key,
+        lease,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_lease_lives_the_full_ttl_from_the_attempt_that_took_it() {
+    // `_server` is bound, so the member lives to the end of the test.
+    let Some(ReleasedOnce {
+        _server,
+        lock,
+        mut raw,
+        key,
+        lease,
+    }) = released_once("reuse").await
+    else {
+        return;
+    };
     // The lease waits in the pool and ages: 3 of its 10 s go by.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
@@ -144,16 +172,16 @@ async fn a_reused_lease_lives_the_full_ttl_from_the_attempt_that_took_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_lease_revoked_behind_the_backends_back_costs_only_a_new_one() {
-    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+    let Some(ReleasedOnce {
+        _server: server,
+        lock,
+        mut raw,
+        key,
+        lease,
+    }) = released_once("revoked").await
+    else {
         return;
     };
-    let locks = locks(server.url());
-    let key = format!("{}revoked", locks.settings().key_prefix);
-    let lock = locks.lock("revoked").expires(Duration::from_secs(10));
-    let mut raw = raw_client(&server).await;
-    let first = lock.acquire().await.expect("acquire");
-    let (lease, _) = lease_of(&mut raw, &key).await;
-    first.release().await.expect("release");
     raw.lease_revoke(lease).await.expect("revoke");
 
     let held = lock

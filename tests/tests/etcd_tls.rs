@@ -7,14 +7,20 @@
 use std::time::{Duration, Instant};
 
 use pylock::{Error, Locks};
+use pylock_tests::TestServer;
 use pylock_tests::tls::{Pki, etcd_tls_server, etcd_url, refused_at_once};
+
+/// Fresh certificates named after `name` and a member serving TLS with them (see
+/// [`etcd_tls_server`]); `None` is a skip.
+async fn member(name: &str, client_cert_auth: bool) -> Option<(Pki, TestServer, u16)> {
+    let pki = Pki::make(name)?;
+    let (server, port) = etcd_tls_server(&pki, client_cert_auth).await?;
+    Some((pki, server, port))
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_untrusted_certificate_fails_at_once_and_says_what_to_fix() {
-    let Some(pki) = Pki::make("etcd-untrusted") else {
-        return;
-    };
-    let Some((_server, port)) = etcd_tls_server(&pki, false).await else {
+    let Some((pki, _server, port)) = member("etcd-untrusted", false).await else {
         return;
     };
     // Another CA, and the system's roots (which do not know the test CA).
@@ -38,21 +44,10 @@ async fn an_untrusted_certificate_fails_at_once_and_says_what_to_fix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_that_wants_a_client_certificate_refuses_a_client_without_one() {
-    let Some(pki) = Pki::make("etcd-mutual") else {
+    let Some((pki, _server, port)) = member("etcd-mutual", true).await else {
         return;
     };
-    let Some((_server, port)) = etcd_tls_server(&pki, true).await else {
-        return;
-    };
-    let with_cert = etcd_url(
-        port,
-        &format!(
-            "ca_file={}&cert_file={}&key_file={}",
-            pki.path("ca.pem"),
-            pki.path("client.pem"),
-            pki.path("client.key")
-        ),
-    );
+    let with_cert = etcd_url(port, &pki.mutual_query());
     let guard = Locks::connect(&with_cert)
         .expect("url")
         .lock("mtls")
@@ -66,10 +61,7 @@ async fn a_member_that_wants_a_client_certificate_refuses_a_client_without_one()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_client_on_a_tls_port_fails_within_its_timeout() {
-    let Some(pki) = Pki::make("etcd-plain") else {
-        return;
-    };
-    let Some((_server, port)) = etcd_tls_server(&pki, false).await else {
+    let Some((_pki, _server, port)) = member("etcd-plain", false).await else {
         return;
     };
     let started = Instant::now();

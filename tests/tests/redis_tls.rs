@@ -31,15 +31,7 @@ async fn mutual_tls_with_a_client_certificate() {
     let Some((_server, port)) = tls_server(&pki, "yes").await else {
         return;
     };
-    let with_cert = url(
-        port,
-        &format!(
-            "ca_file={}&cert_file={}&key_file={}",
-            pki.path("ca.pem"),
-            pki.path("client.pem"),
-            pki.path("client.key")
-        ),
-    );
+    let with_cert = url(port, &pki.mutual_query());
     let locks = Locks::connect(&with_cert).expect("url");
     let guard = locks
         .lock("mtls")
