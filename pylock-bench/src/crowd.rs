@@ -2,8 +2,9 @@
 //! and per hand-off, how long each waits, and whether they are served in order.
 //!
 //! 1. A holder takes the lock; `waiters` tasks start acquiring it (fair ones with `--fair`),
-//!    one after the other (the order they started in is their request order), with a
-//!    5-minute timeout.
+//!    one after the other (the order they started in is their request order; fair ones
+//!    [`FAIR_STAGGER`] apart, so that each has its place in line before the next asks), with
+//!    a 5-minute timeout.
 //! 2. Once all wait, the server's command count over [`IDLE_WINDOW`] gives the idle cost.
 //! 3. The holder releases; each waiter in turn holds the lock for `hold` and releases. The
 //!    server's commands from the first release to the last, divided by the acquisitions, give
@@ -24,6 +25,9 @@ use crate::stats::Samples;
 
 /// How long the idle cost is measured (longer for fair waiters, see [`crowd`]).
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
+/// How long apart fair waiters start, so that each has its place in line before the next
+/// asks.
+const FAIR_STAGGER: Duration = Duration::from_millis(5);
 /// Each waiter's timeout: no waiter should ever reach it.
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
 /// The lock's TTL, longer than the idle phase so that it does not end by itself.
@@ -111,8 +115,14 @@ pub(crate) async fn crowd(
             });
             Ok::<(), Error>(())
         }));
-        // One at a time, so that the request order is the order they start waiting in.
-        tokio::task::yield_now().await;
+        // One at a time, so that the request order is the order they start waiting in: a fair
+        // waiter's place in line is made by its first attempt, which must land before the
+        // next waiter's (on etcd it can be two round trips, sent on streams of their own).
+        if fair {
+            tokio::time::sleep(FAIR_STAGGER).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
     // Let every waiter make its first attempt and subscribe.
     while waiting.load(Ordering::SeqCst) < waiters as u64 {
