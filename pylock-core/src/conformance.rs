@@ -168,6 +168,7 @@ checks! {
     fair_waiters_take_turns_in_the_order_they_came: needs_fairness,
     a_fair_waiter_that_gives_up_leaves_the_queue_at_once: needs_fairness,
     a_fair_waiter_never_heard_from_again_is_skipped: needs_fairness,
+    a_fair_waiter_behind_another_never_takes_the_lock_first: needs_fairness,
 }
 
 /// Runs every check that applies to `backend`, each in a task of its own, one after another.
@@ -1109,6 +1110,55 @@ pub async fn fair_waiters_take_turns_in_the_order_they_came(backend: Arc<dyn Loc
         "fair waiters served out of order (the newcomer is {WAITERS}): {served:?}"
     );
     barger.await.expect("the newcomer got its turn at the end");
+}
+
+/// A fair waiter behind another does not take a free lock, however often it asks, while the
+/// one before it is still in line and has not taken it yet (here, it is slow to come back):
+/// a backend that keeps each waiter's place must check that no place is older, not only that
+/// the lock is free.
+///
+/// Rule 15 of [the rules](self#the-rules).
+pub async fn a_fair_waiter_behind_another_never_takes_the_lock_first(
+    backend: Arc<dyn LockBackend>,
+) {
+    let locks = client(&backend);
+    let (ttl, patience) = (Duration::from_secs(30), Duration::from_secs(30));
+    let holder = must_acquire(&locks.lock("behind")).await;
+    let key = holder.server_key().to_owned();
+    let [first, second] = [(); 2].map(|()| Token::generate().expect("token"));
+    for (who, token) in [("first", &first), ("second", &second)] {
+        let attempt = backend
+            .try_acquire_fair(&key, token, ttl, patience)
+            .await
+            .unwrap_or_else(|e| panic!("the {who} waiter's attempt: {e}"));
+        assert!(
+            matches!(attempt, Attempt::Held { .. }),
+            "{who}: {attempt:?}"
+        );
+    }
+    holder.release().await.expect("release");
+    for _ in 0..3 {
+        let attempt = backend
+            .try_acquire_fair(&key, &second, ttl, patience)
+            .await
+            .expect("the second waiter's attempt");
+        assert!(
+            matches!(attempt, Attempt::Held { .. }),
+            "the second in line took the lock before the first: {attempt:?}"
+        );
+    }
+    let attempt = backend
+        .try_acquire_fair(&key, &first, ttl, patience)
+        .await
+        .expect("the first waiter's attempt");
+    assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
+    assert!(backend.release(&key, &first).await.expect("release"));
+    let attempt = backend
+        .try_acquire_fair(&key, &second, ttl, patience)
+        .await
+        .expect("the second waiter's attempt");
+    assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
+    assert!(backend.release(&key, &second).await.expect("release"));
 }
 
 /// A fair waiter that times out or is cancelled leaves the queue then and there: the next
