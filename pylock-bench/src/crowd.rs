@@ -27,7 +27,7 @@ use crate::stats::Samples;
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
 /// How long apart fair waiters start, so that each has its place in line before the next
 /// asks.
-const FAIR_STAGGER: Duration = Duration::from_millis(5);
+const FAIR_STAGGER: Duration = Duration::from_millis(20);
 /// Each waiter's timeout: no waiter should ever reach it.
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
 /// The lock's TTL, longer than the idle phase so that it does not end by itself.
@@ -80,9 +80,12 @@ pub(crate) async fn crowd(
             .await
             .expect("warm-up");
     }
-    let holder = locks
+    // Long enough to outlast the waiters' start (fair ones start apart); renewed to `TTL`
+    // once they all wait, so that the idle phase sees the same lock either way.
+    let starting = u32::try_from(waiters).unwrap_or(u32::MAX);
+    let mut holder = locks
         .lock(key)
-        .expires(TTL)
+        .expires(TTL + FAIR_STAGGER.saturating_mul(starting).saturating_mul(2))
         .acquire()
         .await
         .expect("the first holder");
@@ -129,6 +132,7 @@ pub(crate) async fn crowd(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    holder.extend(TTL).await.expect("the first holder's extend");
 
     // Fair waiters sign of life every half of their patience: the window must see that.
     let idle_window = if fair {

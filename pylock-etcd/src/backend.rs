@@ -15,7 +15,7 @@ use pylock_core::{Error, Result};
 use crate::config::EtcdConfig;
 use crate::errors::{NAME, from_etcd, is_lease_not_found, timed_out};
 use crate::leases::{Lease, Leases};
-use crate::queue::{self, QUEUE_MARK};
+use crate::queue::{self, Places, QUEUE_MARK, Spot};
 use crate::watches::Watches;
 
 /// Locks on an etcd cluster.
@@ -49,6 +49,7 @@ pub struct EtcdBackend {
     connecting: tokio::sync::Mutex<()>,
     watches: Watches,
     leases: Leases,
+    places: Places,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -68,6 +69,7 @@ impl EtcdBackend {
             connecting: tokio::sync::Mutex::new(()),
             watches: Watches::new(),
             leases: Leases::default(),
+            places: Places::default(),
         }
     }
 
@@ -307,6 +309,85 @@ impl EtcdBackend {
         })
     }
 
+    /// One attempt of a fair waiter whose place in line is `spot`: a transaction that takes
+    /// the lock if it is free, the place is still the waiter's and no place in line is older,
+    /// and otherwise reads the holder, the first in line and the place; the place's lease is
+    /// renewed alongside (the waiter's sign of life, which keeps its turn). So a waiter's
+    /// attempts after its first, and a hand-off to it, cost one write. `None` if the place is
+    /// gone (its waiter was silent past its patience, or an operator removed it): the waiter
+    /// must queue again.
+    async fn take_turn(
+        &self,
+        key: &str,
+        owner: &str,
+        place: &str,
+        spot: Spot,
+        ttl: Duration,
+    ) -> Result<Option<Attempt>> {
+        let (taken, renewed) = tokio::join!(
+            self.txn_on_lease("acquiring a fair lock", lease_seconds(ttl), |lease| {
+                Txn::new()
+                    .when([
+                        Compare::create_revision(key, CompareOp::Equal, 0),
+                        Compare::create_revision(place, CompareOp::Equal, spot.revision),
+                        // Every place in line came at the same time as this one or later.
+                        Compare::create_revision(
+                            queue::queue_prefix(key),
+                            CompareOp::Greater,
+                            spot.revision - 1,
+                        )
+                        .with_prefix(),
+                    ])
+                    .and_then([
+                        TxnOp::put(key, owner, Some(PutOptions::new().with_lease(lease))),
+                        TxnOp::delete(place, None),
+                    ])
+                    .or_else([
+                        TxnOp::get(key, None),
+                        TxnOp::get(
+                            queue::queue_prefix(key),
+                            Some(queue::first_in_line_options()),
+                        ),
+                        TxnOp::get(place, None),
+                    ])
+            }),
+            self.renew(spot.lease),
+        );
+        let (answer, lease) = taken?;
+        if answer.succeeded() {
+            self.leases.lend(lease);
+            self.places.forget(place);
+            self.recycle(spot.lease);
+            return Ok(Some(Attempt::Acquired {
+                fence: fence_of(&answer),
+            }));
+        }
+        self.set_aside(lease);
+        let mut reads = answer.op_responses().into_iter().map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+            _ => None,
+        });
+        let (holder, first, mine) = (
+            reads.next().flatten(),
+            reads.next().flatten(),
+            reads.next().flatten(),
+        );
+        if renewed.is_err() || mine.is_none_or(|mine| mine.create_revision() != spot.revision) {
+            self.places.forget(place);
+            return Ok(None);
+        }
+        if let Some(holder) = holder {
+            let remaining = self.lease_remaining(holder.lease()).await.unwrap_or(None);
+            return Ok(Some(Attempt::Held { remaining }));
+        }
+        Ok(Some(Attempt::Held {
+            // Free, and first in line: only a race (the lock came and went) can get here.
+            remaining: first
+                .filter(|first| first.key() == place.as_bytes())
+                .map(|_| Duration::ZERO),
+        }))
+    }
+
     /// Whatever `key` holds, if it is a lock of ours: a token on a lease.
     async fn lock_at(&self, key: &str) -> Result<Option<KeyValue>> {
         let server_key = self.server_key(key)?;
@@ -489,8 +570,13 @@ impl LockBackend for EtcdBackend {
         let key = self.server_key(key)?;
         let owner = token.to_hex();
         let place = queue::entry(&key, &owner);
-        // The place in line lives for the patience from this sign of life; putting it again
-        // keeps its `create_revision`, so the waiter keeps its turn.
+        if let Some(spot) = self.places.get(&place)
+            && let Some(attempt) = self.take_turn(&key, &owner, &place, spot, ttl).await?
+        {
+            return Ok(attempt);
+        }
+        // Not in line yet (or no longer): a place that lives for the patience from this sign
+        // of life. Putting it again keeps its `create_revision`, so the waiter keeps its turn.
         let (answer, waiting) = self
             .txn_on_lease(
                 "waiting in a fair lock's line",
@@ -512,11 +598,12 @@ impl LockBackend for EtcdBackend {
             )
             .await?;
         self.leases.lend(waiting);
-        let (mut holder, mut first) = (None, None);
+        let (mut holder, mut first, mut revision) = (None, None, fence_of(&answer));
         for (i, op) in answer.op_responses().into_iter().enumerate() {
             match op {
                 TxnOpResponse::Put(put) => {
                     if let Some(before) = put.prev_key() {
+                        revision = u64::try_from(before.create_revision()).ok();
                         self.recycle(before.lease());
                     }
                 }
@@ -525,11 +612,17 @@ impl LockBackend for EtcdBackend {
                 _ => {}
             }
         }
+        let spot = Spot {
+            revision: revision.and_then(|r| i64::try_from(r).ok()).unwrap_or(0),
+            lease: waiting.id,
+        };
+        self.places.remember(&place, spot);
         if let Some(holder) = holder {
             if holder.value() == owner.as_bytes() {
                 let lease = self.grant(lease_seconds(ttl)).await?;
                 // Revoked, not pooled: it still carries the place unless the lock is taken
                 // back.
+                self.places.forget(&place);
                 self.leases.returned(waiting.id);
                 self.revoke_later(waiting.id);
                 return self
@@ -539,47 +632,23 @@ impl LockBackend for EtcdBackend {
             let remaining = self.lease_remaining(holder.lease()).await.unwrap_or(None);
             return Ok(Attempt::Held { remaining });
         }
-        let Some(first) = first.filter(|first| first.key() == place.as_bytes()) else {
-            // Free, but another waiter's turn: the watch tells it.
-            return Ok(Attempt::Held { remaining: None });
-        };
-        let (answer, lease) = self
-            .txn_on_lease("acquiring a fair lock", lease_seconds(ttl), |lease| {
-                Txn::new()
-                    .when([
-                        Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                        Compare::create_revision(
-                            place.clone(),
-                            CompareOp::Equal,
-                            first.create_revision(),
-                        ),
-                    ])
-                    .and_then([
-                        TxnOp::put(
-                            key.clone(),
-                            owner.clone(),
-                            Some(PutOptions::new().with_lease(lease)),
-                        ),
-                        TxnOp::delete(place.clone(), None),
-                    ])
-            })
-            .await?;
-        if answer.succeeded() {
-            self.leases.lend(lease);
-            self.recycle(waiting.id);
-            return Ok(Attempt::Acquired {
-                fence: fence_of(&answer),
+        if first.is_some_and(|first| first.key() == place.as_bytes()) {
+            // First in line and the lock free: take it (or learn why not) at once.
+            if let Some(attempt) = self.take_turn(&key, &owner, &place, spot, ttl).await? {
+                return Ok(attempt);
+            }
+            // The place went between the two transactions: queue again.
+            return Ok(Attempt::Held {
+                remaining: Some(Duration::ZERO),
             });
         }
-        // Taken meanwhile (by an acquire that does not queue): try again at once.
-        self.set_aside(lease);
-        Ok(Attempt::Held {
-            remaining: Some(Duration::ZERO),
-        })
+        // Free, but another waiter's turn: the watch tells it.
+        Ok(Attempt::Held { remaining: None })
     }
 
     async fn leave_queue(&self, key: &str, token: &Token) -> Result<()> {
         let place = queue::entry(&self.server_key(key)?, &token.to_hex());
+        self.places.forget(&place);
         let gone = self
             .call("leaving a fair lock's line", |mut client| {
                 let place = place.clone();

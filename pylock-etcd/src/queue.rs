@@ -4,11 +4,59 @@
 //! line only. The pattern of etcd's own `concurrency.Mutex`, with the lock itself kept apart so
 //! that the unfair and fair modes share its key.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
 use etcd_client::{GetOptions, KeyValue, SortOrder, SortTarget};
 
 /// What the names of a lock's queue entries start with, after the lock's key. Lock names may
 /// not contain it.
 pub(crate) const QUEUE_MARK: &str = ":pylock-queue/";
+
+/// Places remembered at most; beyond it they are all forgotten (their waiters queue again
+/// with their next attempt, keeping their turn: putting a place again keeps its revision).
+const MAX_PLACES: usize = 4096;
+
+/// A waiter's place in line, as its last attempt left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Spot {
+    /// The place's `create_revision`: its turn.
+    pub(crate) revision: i64,
+    /// The lease the place is on.
+    pub(crate) lease: i64,
+}
+
+/// The places in line of this backend's fair waiters, by their keys, so that an attempt after
+/// the first is one transaction.
+#[derive(Debug, Default)]
+pub(crate) struct Places {
+    spots: Mutex<HashMap<String, Spot>>,
+}
+
+impl Places {
+    fn spots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Spot>> {
+        self.spots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Where the waiter of `place` stands, if known.
+    pub(crate) fn get(&self, place: &str) -> Option<Spot> {
+        self.spots().get(place).copied()
+    }
+
+    /// The waiter of `place` stands at `spot`.
+    pub(crate) fn remember(&self, place: &str, spot: Spot) {
+        let mut spots = self.spots();
+        if spots.len() >= MAX_PLACES {
+            spots.clear();
+        }
+        spots.insert(place.to_owned(), spot);
+    }
+
+    /// The waiter of `place` left the line (it took the lock or gave up) or lost its place.
+    pub(crate) fn forget(&self, place: &str) {
+        self.spots().remove(place);
+    }
+}
 
 /// The prefix of `key`'s queue.
 pub(crate) fn queue_prefix(key: &str) -> String {
