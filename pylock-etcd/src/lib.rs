@@ -21,7 +21,8 @@
 //! Fair locks (`Lock::fair`): each waiter's place in line is a key under the lock's
 //! `:pylock-queue/` prefix, on a lease of the waiter's patience that each attempt renews; the
 //! line is ordered by the places' `create_revision`, and only the first takes the lock, in a
-//! transaction that checks the lock is free and the place is still the one it read. A waiter
+//! transaction that checks the lock is free, the place is still the waiter's and no place is
+//! older (a waiter's attempts after its first are that one transaction). A waiter
 //! that gives up deletes its place; one that dies loses it when the lease runs out; either way
 //! the watch wakes the next in line. Lock names containing `:pylock-queue/` are refused.
 //!

@@ -110,6 +110,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn places_are_remembered_until_forgotten_and_bounded() {
+        let places = Places::default();
+        let spot = Spot {
+            revision: 7,
+            lease: 9,
+        };
+        places.remember("pylock:a:pylock-queue/01", spot);
+        assert_eq!(places.get("pylock:a:pylock-queue/01"), Some(spot));
+        places.forget("pylock:a:pylock-queue/01");
+        assert_eq!(places.get("pylock:a:pylock-queue/01"), None);
+        for i in 0..=MAX_PLACES {
+            places.remember(&format!("p{i}"), spot);
+        }
+        assert!(places.spots().len() <= MAX_PLACES);
+        assert_eq!(
+            places.get(&format!("p{MAX_PLACES}")),
+            Some(spot),
+            "the newest stays"
+        );
+    }
+
+    #[test]
     fn the_watched_range_holds_the_lock_and_its_line_only_as_filtered() {
         let end = watch_range_end("pylock:a");
         assert_eq!(end, b"pylock:a:pylock-queue0");
