@@ -1126,39 +1126,32 @@ pub async fn a_fair_waiter_behind_another_never_takes_the_lock_first(
     let holder = must_acquire(&locks.lock("behind")).await;
     let key = holder.server_key().to_owned();
     let [first, second] = [(); 2].map(|()| Token::generate().expect("token"));
-    for (who, token) in [("first", &first), ("second", &second)] {
-        let attempt = backend
-            .try_acquire_fair(&key, token, ttl, patience)
-            .await
-            .unwrap_or_else(|e| panic!("the {who} waiter's attempt: {e}"));
-        assert!(
-            matches!(attempt, Attempt::Held { .. }),
-            "{who}: {attempt:?}"
-        );
+    let attempt = |token: Token| {
+        let (backend, key) = (Arc::clone(&backend), key.clone());
+        async move {
+            backend
+                .try_acquire_fair(&key, &token, ttl, patience)
+                .await
+                .expect("a fair attempt")
+        }
+    };
+    for token in [first, second] {
+        let attempt = attempt(token).await;
+        assert!(matches!(attempt, Attempt::Held { .. }), "{attempt:?}");
     }
     holder.release().await.expect("release");
     for _ in 0..3 {
-        let attempt = backend
-            .try_acquire_fair(&key, &second, ttl, patience)
-            .await
-            .expect("the second waiter's attempt");
+        let attempt = attempt(second).await;
         assert!(
             matches!(attempt, Attempt::Held { .. }),
             "the second in line took the lock before the first: {attempt:?}"
         );
     }
-    let attempt = backend
-        .try_acquire_fair(&key, &first, ttl, patience)
-        .await
-        .expect("the first waiter's attempt");
-    assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
-    assert!(backend.release(&key, &first).await.expect("release"));
-    let attempt = backend
-        .try_acquire_fair(&key, &second, ttl, patience)
-        .await
-        .expect("the second waiter's attempt");
-    assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
-    assert!(backend.release(&key, &second).await.expect("release"));
+    for token in [first, second] {
+        let attempt = attempt(token).await;
+        assert!(matches!(attempt, Attempt::Acquired { .. }), "{attempt:?}");
+        assert!(backend.release(&key, &token).await.expect("release"));
+    }
 }
 
 /// A fair waiter that times out or is cancelled leaves the queue then and there: the next
