@@ -523,12 +523,17 @@ impl LockBackend for EtcdBackend {
                 CompareOp::Equal,
                 token.to_hex(),
             )])
-            .and_then([TxnOp::get(key.clone(), None), TxnOp::delete(key, None)]);
+            .and_then([TxnOp::delete(
+                key,
+                Some(etcd_client::DeleteOptions::new().with_prev_key()),
+            )]);
         let answer = self.txn("releasing a lock", txn).await?;
-        if answer.succeeded()
-            && let Some(held) = read(&answer)
-        {
-            self.recycle(held.lease());
+        for op in answer.op_responses() {
+            if let TxnOpResponse::Delete(deleted) = op {
+                for held in deleted.prev_kvs() {
+                    self.recycle(held.lease());
+                }
+            }
         }
         Ok(answer.succeeded())
     }
