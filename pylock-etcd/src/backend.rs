@@ -235,7 +235,10 @@ impl EtcdBackend {
     /// the idle lease turns out gone, or its renewal fails so that its life is unknown, the
     /// transaction is sent again on a new lease: whatever the first one put on the old lease
     /// is found there as ours and moved (an acquire takes it back, an extend moves it), and
-    /// the old lease ends by itself. A transaction that fails otherwise has its lease revoked.
+    /// the old lease ends by itself. A transaction that fails otherwise may have landed: its
+    /// lease is left to end by itself, not revoked, since revoking it would delete what the
+    /// transaction put there (a fair waiter's place, and with it the waiter's turn); the next
+    /// attempt finds and moves it, and a caller that gives up releases or leaves the line.
     async fn txn_on_lease(
         &self,
         context: &str,
@@ -248,21 +251,13 @@ impl EtcdBackend {
                 tokio::join!(self.txn(context, build(idle.id)), self.renew(idle.id));
             match (answer, renewal) {
                 (Ok(answer), Ok(())) => return Ok((answer, idle.renewed(sent))),
-                (Err(error), _) if !is_lease_not_found(&error) => {
-                    self.revoke_later(idle.id);
-                    return Err(error);
-                }
+                (Err(error), _) if !is_lease_not_found(&error) => return Err(error),
                 _ => {}
             }
         }
         let lease = self.grant(seconds).await?;
-        match self.txn(context, build(lease.id)).await {
-            Ok(answer) => Ok((answer, lease)),
-            Err(error) => {
-                self.revoke_later(lease.id);
-                Err(error)
-            }
-        }
+        let answer = self.txn(context, build(lease.id)).await?;
+        Ok((answer, lease))
     }
 
     /// The remaining time of `lease`, if etcd still has it.
@@ -315,7 +310,7 @@ impl EtcdBackend {
     /// renewed alongside (the waiter's sign of life, which keeps its turn). So a waiter's
     /// attempts after its first, and a hand-off to it, cost one write. `None` if the place is
     /// gone (its waiter was silent past its patience, or an operator removed it): the waiter
-    /// must queue again.
+    /// must queue again. `sign_of_life`: whether to renew the place's lease.
     async fn take_turn(
         &self,
         key: &str,
@@ -323,6 +318,7 @@ impl EtcdBackend {
         place: &str,
         spot: Spot,
         ttl: Duration,
+        sign_of_life: bool,
     ) -> Result<Option<Attempt>> {
         let (taken, renewed) = tokio::join!(
             self.txn_on_lease("acquiring a fair lock", lease_seconds(ttl), |lease| {
@@ -351,7 +347,13 @@ impl EtcdBackend {
                         TxnOp::get(place, None),
                     ])
             }),
-            self.renew(spot.lease),
+            async {
+                if sign_of_life {
+                    self.renew(spot.lease).await
+                } else {
+                    Ok(())
+                }
+            },
         );
         let (answer, lease) = taken?;
         if answer.succeeded() {
@@ -386,6 +388,16 @@ impl EtcdBackend {
                 .filter(|first| first.key() == place.as_bytes())
                 .map(|_| Duration::ZERO),
         }))
+    }
+
+    /// Notices of `key`'s releases, through its watch (for the fair waiter `token`, if given).
+    async fn watch(&self, key: &str, token: Option<&Token>) -> Result<ReleaseNotice> {
+        let key = self.server_key(key)?;
+        let client = self.client().await?;
+        let limit = self.config.timeouts.call();
+        self.watches
+            .subscribe(client, limit, self.server(), &key, token)
+            .await
     }
 
     /// Whatever `key` holds, if it is a lock of ours: a token on a lease.
@@ -576,7 +588,9 @@ impl LockBackend for EtcdBackend {
         let owner = token.to_hex();
         let place = queue::entry(&key, &owner);
         if let Some(spot) = self.places.get(&place)
-            && let Some(attempt) = self.take_turn(&key, &owner, &place, spot, ttl).await?
+            && let Some(attempt) = self
+                .take_turn(&key, &owner, &place, spot, ttl, true)
+                .await?
         {
             return Ok(attempt);
         }
@@ -603,12 +617,14 @@ impl LockBackend for EtcdBackend {
             )
             .await?;
         self.leases.lend(waiting);
-        let (mut holder, mut first, mut revision) = (None, None, fence_of(&answer));
+        // A new place was created by this transaction: its revision is the transaction's.
+        let mut revision = answer.header().map_or(0, |header| header.revision());
+        let (mut holder, mut first) = (None, None);
         for (i, op) in answer.op_responses().into_iter().enumerate() {
             match op {
                 TxnOpResponse::Put(put) => {
                     if let Some(before) = put.prev_key() {
-                        revision = u64::try_from(before.create_revision()).ok();
+                        revision = before.create_revision();
                         self.recycle(before.lease());
                     }
                 }
@@ -618,7 +634,7 @@ impl LockBackend for EtcdBackend {
             }
         }
         let spot = Spot {
-            revision: revision.and_then(|r| i64::try_from(r).ok()).unwrap_or(0),
+            revision,
             lease: waiting.id,
         };
         self.places.remember(&place, spot);
@@ -639,7 +655,11 @@ impl LockBackend for EtcdBackend {
         }
         if first.is_some_and(|first| first.key() == place.as_bytes()) {
             // First in line and the lock free: take it (or learn why not) at once.
-            if let Some(attempt) = self.take_turn(&key, &owner, &place, spot, ttl).await? {
+            // The place was just put on a lease renewed by this attempt: no second renewal.
+            if let Some(attempt) = self
+                .take_turn(&key, &owner, &place, spot, ttl, false)
+                .await?
+            {
                 return Ok(attempt);
             }
             // The place went between the two transactions: queue again.
@@ -674,33 +694,11 @@ impl LockBackend for EtcdBackend {
     }
 
     async fn subscribe_waiter(&self, key: &str, token: &Token) -> Result<Option<ReleaseNotice>> {
-        let key = self.server_key(key)?;
-        let client = self.client().await?;
-        self.watches
-            .subscribe(
-                client,
-                self.config.timeouts.call(),
-                self.server(),
-                &key,
-                Some(token),
-            )
-            .await
-            .map(Some)
+        self.watch(key, Some(token)).await.map(Some)
     }
 
     async fn subscribe(&self, key: &str) -> Result<Option<ReleaseNotice>> {
-        let key = self.server_key(key)?;
-        let client = self.client().await?;
-        self.watches
-            .subscribe(
-                client,
-                self.config.timeouts.call(),
-                self.server(),
-                &key,
-                None,
-            )
-            .await
-            .map(Some)
+        self.watch(key, None).await.map(Some)
     }
 
     async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
