@@ -187,10 +187,10 @@ return held
 /// give fencing tokens, the token, the TTL in ms, the patience in ms, the notice channel.
 /// Replies as [`ACQUIRE`], and `{0, -3}` for a lock that is free but another waiter's turn.
 ///
-/// The attempt joins the queue or keeps its place (its deadline moves on by the patience);
-/// if the lock is free, it drops the waiters whose deadline passed and takes the lock only if
-/// it is first in line; the lock is then set marked if others still wait, so that its
-/// release is announced to the next. A lock found free while another waiter is first is
+/// A waiter first in line takes a free lock at once, marked if others wait behind it, so that
+/// its release is announced to the next. Any other attempt joins the queue or keeps its place
+/// (its deadline moves on by the patience); if the lock is free, it drops the waiters whose
+/// deadline passed and takes the lock only if it is then first in line. A lock found free while another waiter is first is
 /// announced to that waiter (a lost wake-up, or a waiter that left without a word, must not
 /// stop the line). The queue and the deadlines vanish twice the patience after the last
 /// attempt.
@@ -202,6 +202,25 @@ pub static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
 local lock, fence, queue, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local fencing, token, ttl = ARGV[1] == '1', ARGV[2], ARGV[3]
 local patience, channel = tonumber(ARGV[4]), ARGV[5]
+-- The common case, a waiter woken for its turn: first in line and the lock free. It takes
+-- the lock without a sign of life (it leaves the line) or a look for lapsed waiters (it is
+-- first): a third of the server's work of the general path below.
+local firsts = redis.call('ZRANGE', queue, 0, 1)
+if firsts[1] == token then
+  local value = token
+  if firsts[2] then
+    value = token .. '+'
+  end
+  if redis.call('SET', lock, value, 'NX', 'PX', ttl) then
+    redis.call('ZREM', queue, token)
+    redis.call('ZREM', alive, token)
+    local given = 0
+    if fencing then
+      given = give_fence(fence, ttl)
+    end
+    return {{1, given}}
+  end
+end
 local holder = redis.call('GET', lock)
 if holder == token or holder == token .. '+' then
   -- An earlier attempt of ours got it and its answer was lost.

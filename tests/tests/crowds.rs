@@ -54,10 +54,22 @@ async fn crowd(
     count: usize,
     counter: &Arc<AtomicU64>,
 ) -> Vec<tokio::task::JoinHandle<Result<(), Error>>> {
+    crowd_of(clients, key, count, counter, false).await
+}
+
+/// [`crowd`], of fair waiters if `fair`.
+async fn crowd_of(
+    clients: &[Locks],
+    key: &str,
+    count: usize,
+    counter: &Arc<AtomicU64>,
+    fair: bool,
+) -> Vec<tokio::task::JoinHandle<Result<(), Error>>> {
     let started = Arc::new(AtomicU64::new(0));
     let waiters: Vec<_> = (0..count)
         .map(|i| {
             let lock = clients[i % clients.len()].lock(key);
+            let lock = if fair { lock.fair() } else { lock };
             let (counter, started) = (Arc::clone(counter), Arc::clone(&started));
             tokio::spawn(async move {
                 started.fetch_add(1, Ordering::SeqCst);
@@ -169,6 +181,48 @@ async fn the_servers_work_does_not_grow_with_the_crowd() {
     assert!(
         per_handoff <= budget,
         "{per_handoff:.1} server commands per hand-off with 300 waiters (budget {budget})"
+    );
+    assert_eq!(counter.load(Ordering::SeqCst), 300);
+}
+
+/// The same for fair waiters: a release is announced to the first in line only, who takes
+/// the lock in one short script; other waiters stay asleep.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fair_hand_off_costs_a_dozen_commands_whatever_the_crowd() {
+    let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let clients = two_processes(&server);
+    let holder = clients[0]
+        .lock("fair-budget")
+        .acquire()
+        .await
+        .expect("holder");
+    let counter = Arc::new(AtomicU64::new(0));
+    let waiters = crowd_of(&clients, "fair-budget", 300, &counter, true).await;
+
+    let idle_from = commands(&server).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = commands(&server).await - idle_from - 1;
+    // Signs of life come every half of the patience (15 s): none in these 2 s.
+    assert!(
+        idle < 30,
+        "{idle} commands in 2 s while 300 fair waiters waited on a held lock"
+    );
+
+    let from = commands(&server).await;
+    holder.release().await.expect("release");
+    for waiter in waiters {
+        waiter.await.expect("task").expect("turn");
+    }
+    let per_handoff = (commands(&server).await - from - 1) as f64 / 300.0;
+    // A release (script, GET, DEL, ZRANGE of the line, PUBLISH to the first in line) and
+    // that waiter's attempt (script, ZRANGE of the line, SET, two ZREM, INCR, PEXPIRE): 12.
+    // The general path of a fair attempt (a sign of life, a look for lapsed waiters) made it
+    // 19.
+    assert!(
+        per_handoff <= 13.0,
+        "{per_handoff:.1} server commands per fair hand-off with 300 waiters (budget 13)"
     );
     assert_eq!(counter.load(Ordering::SeqCst), 300);
 }
