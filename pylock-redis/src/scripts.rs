@@ -202,16 +202,19 @@ pub static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
 local lock, fence, queue, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local fencing, token, ttl = ARGV[1] == '1', ARGV[2], ARGV[3]
 local patience, channel = tonumber(ARGV[4]), ARGV[5]
--- The common case, a waiter woken for its turn: first in line and the lock free. It takes
--- the lock without a sign of life (it leaves the line) or a look for lapsed waiters (it is
--- first): a third of the server's work of the general path below.
-local firsts = redis.call('ZRANGE', queue, 0, 1)
-if firsts[1] == token then
-  local value = token
-  if firsts[2] then
-    value = token .. '+'
-  end
-  if redis.call('SET', lock, value, 'NX', 'PX', ttl) then
+local holder = redis.call('GET', lock)
+if not holder then
+  -- The common case, a waiter woken for its turn: first in line. It takes the lock without a
+  -- sign of life (it leaves the line) or a look for lapsed waiters (it is first): half the
+  -- server's work of the general path below. (Looking at the line before the lock would
+  -- save the `GET` here but add a command to every sign of life of a waiter.)
+  local firsts = redis.call('ZRANGE', queue, 0, 1)
+  if firsts[1] == token then
+    local value = token
+    if firsts[2] then
+      value = token .. '+'
+    end
+    redis.call('SET', lock, value, 'PX', ttl)
     redis.call('ZREM', queue, token)
     redis.call('ZREM', alive, token)
     local given = 0
@@ -221,7 +224,6 @@ if firsts[1] == token then
     return {{1, given}}
   end
 end
-local holder = redis.call('GET', lock)
 if holder == token or holder == token .. '+' then
   -- An earlier attempt of ours got it and its answer was lost.
   redis.call('PEXPIRE', lock, ttl)

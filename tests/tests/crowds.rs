@@ -188,7 +188,7 @@ async fn the_servers_work_does_not_grow_with_the_crowd() {
 /// The same for fair waiters: a release is announced to the first in line only, who takes
 /// the lock in one short script; other waiters stay asleep.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fair_hand_off_costs_a_dozen_commands_whatever_the_crowd() {
+async fn a_fair_hand_off_costs_the_same_few_commands_whatever_the_crowd() {
     let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
         return;
     };
@@ -217,12 +217,12 @@ async fn a_fair_hand_off_costs_a_dozen_commands_whatever_the_crowd() {
     }
     let per_handoff = (commands(&server).await - from - 1) as f64 / 300.0;
     // A release (script, GET, DEL, ZRANGE of the line, PUBLISH to the first in line) and
-    // that waiter's attempt (script, ZRANGE of the line, SET, two ZREM, INCR, PEXPIRE): 12.
-    // The general path of a fair attempt (a sign of life, a look for lapsed waiters) made it
-    // 19.
+    // that waiter's attempt (script, GET, ZRANGE of the line, SET, two ZREM, INCR, PEXPIRE):
+    // 13. The general path of a fair attempt (a sign of life, a look for lapsed waiters) made
+    // it 19.
     assert!(
-        per_handoff <= 13.0,
-        "{per_handoff:.1} server commands per fair hand-off with 300 waiters (budget 13)"
+        per_handoff <= 14.0,
+        "{per_handoff:.1} server commands per fair hand-off with 300 waiters (budget 14)"
     );
     assert_eq!(counter.load(Ordering::SeqCst), 300);
 }
