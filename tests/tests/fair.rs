@@ -51,8 +51,10 @@ async fn served_in_order(kind: Kind) {
             served.lock().expect("order").push(i);
             guard.release().await.expect("release");
         }));
-        // Each in line after the one before.
-        tokio::time::sleep(Duration::from_millis(30)).await;
+        // Each in line after the one before: its first attempt has put it there. (A fixed
+        // pause instead let two waiters swap now and then on a loaded machine, where a first
+        // attempt can take longer than the pause.)
+        in_line_of(kind, &server, "line", i + 1).await;
     }
     holder.release().await.expect("release");
     for waiter in waiters {
@@ -60,6 +62,45 @@ async fn served_in_order(kind: Kind) {
     }
     let served = served.lock().expect("order").clone();
     assert_eq!(served, (0..30).collect::<Vec<_>>(), "served out of order");
+}
+
+/// Waits until `count` fair waiters stand in the line of the lock `name`, as the server has it.
+async fn in_line_of(kind: Kind, server: &TestServer, name: &str, count: usize) {
+    let key = format!("pylock:{name}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let standing = match kind {
+            Kind::Redis => {
+                let mut raw = raw_redis(server.url()).await;
+                redis::cmd("ZCARD")
+                    .arg(pylock_redis::keys::queue_key(&key))
+                    .query_async::<usize>(&mut raw)
+                    .await
+                    .expect("ZCARD")
+            }
+            Kind::Etcd => {
+                let endpoint = server.url().replace("etcd://", "http://");
+                let mut raw = etcd_client::Client::connect([endpoint], None)
+                    .await
+                    .expect("connect");
+                let places = format!("{key}:pylock-queue/");
+                let options = etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only();
+                let found = raw.get(places, Some(options)).await.expect("places");
+                usize::try_from(found.count()).expect("a count")
+            }
+            Kind::Memcached => unreachable!("memcached has no fair line"),
+        };
+        if standing >= count {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{standing} waiters in line after 10 s, not {count}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// A waiter whose process died while first in line (here: its runtime was shut down, so it
