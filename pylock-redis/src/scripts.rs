@@ -190,9 +190,9 @@ return held
 /// A waiter first in line takes a free lock at once, marked if others wait behind it, so that
 /// its release is announced to the next. Any other attempt joins the queue or keeps its place
 /// (its deadline moves on by the patience); if the lock is free, it drops the waiters whose
-/// deadline passed and takes the lock only if it is then first in line. A lock found free while another waiter is first is
-/// announced to that waiter (a lost wake-up, or a waiter that left without a word, must not
-/// stop the line). The queue and the deadlines vanish twice the patience after the last
+/// deadline passed and takes the lock only if it is then first in line. A lock found free
+/// while another waiter is first is announced to that waiter (a lost wake-up, or a waiter
+/// that left without a word, must not stop the line). The queue and the deadlines vanish twice the patience after the last
 /// attempt.
 ///
 /// [`LockBackend::try_acquire_fair`]: pylock_core::LockBackend::try_acquire_fair

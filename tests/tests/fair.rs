@@ -68,29 +68,34 @@ async fn served_in_order(kind: Kind) {
 async fn in_line_of(kind: Kind, server: &TestServer, name: &str, count: usize) {
     let key = format!("pylock:{name}");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut redis = match kind {
+        Kind::Redis => Some(raw_redis(server.url()).await),
+        _ => None,
+    };
+    let mut etcd = match kind {
+        Kind::Etcd => {
+            let endpoint = server.url().replace("etcd://", "http://");
+            let client = etcd_client::Client::connect([endpoint], None).await;
+            Some(client.expect("connect"))
+        }
+        _ => None,
+    };
     loop {
-        let standing = match kind {
-            Kind::Redis => {
-                let mut raw = raw_redis(server.url()).await;
-                redis::cmd("ZCARD")
-                    .arg(pylock_redis::keys::queue_key(&key))
-                    .query_async::<usize>(&mut raw)
-                    .await
-                    .expect("ZCARD")
-            }
-            Kind::Etcd => {
-                let endpoint = server.url().replace("etcd://", "http://");
-                let mut raw = etcd_client::Client::connect([endpoint], None)
-                    .await
-                    .expect("connect");
-                let places = format!("{key}:pylock-queue/");
-                let options = etcd_client::GetOptions::new()
-                    .with_prefix()
-                    .with_count_only();
-                let found = raw.get(places, Some(options)).await.expect("places");
-                usize::try_from(found.count()).expect("a count")
-            }
-            Kind::Memcached => unreachable!("memcached has no fair line"),
+        let standing = if let Some(raw) = &mut redis {
+            redis::cmd("ZCARD")
+                .arg(pylock_redis::keys::queue_key(&key))
+                .query_async::<usize>(raw)
+                .await
+                .expect("ZCARD")
+        } else if let Some(raw) = &mut etcd {
+            let places = format!("{key}:pylock-queue/");
+            let options = etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_count_only();
+            let found = raw.get(places, Some(options)).await.expect("places");
+            usize::try_from(found.count()).expect("a count")
+        } else {
+            unreachable!("{kind:?} keeps no fair line")
         };
         if standing >= count {
             return;
