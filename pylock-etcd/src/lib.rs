@@ -79,6 +79,13 @@ use pylock_core::raw::BackendDescriptor;
 pub use backend::EtcdBackend;
 pub use config::{DEFAULT_HOST, DEFAULT_PORT, EtcdConfig, OPTIONS};
 
+/// The prefix under which the fair waiters of the lock stored at `key` (its key on the
+/// server: namespace, key prefix and name, as in `pylock:nightly-report`) keep their places
+/// in line, one key each: for operators' tools and tests that look at a line.
+pub fn line_prefix(key: &str) -> String {
+    queue::queue_prefix(key)
+}
+
 /// `etcd://` and `etcds://`, for [`Registry::install`](pylock_core::Registry::install).
 pub const BACKENDS: &[BackendDescriptor] = &[BackendDescriptor {
     name: "etcd",

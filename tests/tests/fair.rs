@@ -88,7 +88,7 @@ async fn in_line_of(kind: Kind, server: &TestServer, name: &str, count: usize) {
                 .await
                 .expect("ZCARD")
         } else if let Some(raw) = &mut etcd {
-            let places = format!("{key}:pylock-queue/");
+            let places = pylock::etcd::line_prefix(&key);
             let options = etcd_client::GetOptions::new()
                 .with_prefix()
                 .with_count_only();
