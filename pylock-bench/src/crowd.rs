@@ -2,9 +2,9 @@
 //! and per hand-off, how long each waits, and whether they are served in order.
 //!
 //! 1. A holder takes the lock; `waiters` tasks start acquiring it (fair ones with `--fair`),
-//!    one after the other (the order they started in is their request order; fair ones
-//!    [`FAIR_STAGGER`] apart, so that each has its place in line before the next asks), with
-//!    a 5-minute timeout.
+//!    one after the other (the order they started in is their request order; a fair one only
+//!    once the one before stands in line on the server, see [`Line`]), with a 5-minute
+//!    timeout.
 //! 2. Once all wait, the server's command count over [`IDLE_WINDOW`] gives the idle cost.
 //! 3. The holder releases; each waiter in turn holds the lock for `hold` and releases. The
 //!    server's commands from the first release to the last, divided by the acquisitions, give
@@ -25,9 +25,12 @@ use crate::stats::Samples;
 
 /// How long the idle cost is measured (longer for fair waiters, see [`crowd`]).
 const IDLE_WINDOW: Duration = Duration::from_secs(2);
-/// How long apart fair waiters start, so that each has its place in line before the next
-/// asks.
+/// How long apart fair waiters start where the bench cannot see the line, so that each has
+/// its place in line before the next asks.
 const FAIR_STAGGER: Duration = Duration::from_millis(20);
+/// How long the bench waits to see a fair waiter in line before it stops looking and
+/// staggers the rest (a line it cannot find: a namespace, say).
+const LINE_PATIENCE: Duration = Duration::from_secs(2);
 /// Each waiter's timeout: no waiter should ever reach it.
 const WAIT_LIMIT: Duration = Duration::from_secs(300);
 /// The lock's TTL, longer than the idle phase so that it does not end by itself.
@@ -59,15 +62,74 @@ struct Turn {
     released_at: Instant,
 }
 
-/// Runs the scenario; `meter` counts the server's commands (Redis).
+/// Where the bench sees a fair lock's line on the server, so that it starts each fair waiter
+/// once the one before stands in it: the request order is then the order of the line,
+/// however long a first attempt takes (on etcd it can be two round trips, sent on streams of
+/// their own).
+pub(crate) enum Line {
+    /// The queue's sorted set.
+    Redis(ConnectionManager),
+    /// The places under the line's prefix.
+    Etcd(Box<etcd_client::Client>),
+    /// A line the bench cannot see: fair waiters start [`FAIR_STAGGER`] apart.
+    Unseen,
+}
+
+impl Line {
+    /// How many stand in the line of the lock stored at `key`, if the bench can tell.
+    async fn length(&mut self, key: &str) -> Option<u64> {
+        match self {
+            Line::Redis(connection) => redis::cmd("ZCARD")
+                .arg(pylock::redis::keys::queue_key(key))
+                .query_async(connection)
+                .await
+                .ok(),
+            Line::Etcd(client) => {
+                let options = etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only();
+                let places = client.get(pylock::etcd::line_prefix(key), Some(options));
+                places
+                    .await
+                    .ok()
+                    .and_then(|found| u64::try_from(found.count()).ok())
+            }
+            Line::Unseen => None,
+        }
+    }
+
+    /// Returns once `count` stand in the line of `key`, or after [`FAIR_STAGGER`] if the bench
+    /// cannot see it (from then on, too, if it has not seen the line grow for
+    /// [`LINE_PATIENCE`]).
+    async fn stand(&mut self, key: &str, count: u64) {
+        let deadline = Instant::now() + LINE_PATIENCE;
+        while Instant::now() < deadline {
+            match self.length(key).await {
+                Some(length) if length >= count => return,
+                Some(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                None => break,
+            }
+        }
+        if !matches!(self, Line::Unseen) {
+            eprintln!("crowd: the fair line is not where the bench looks; staggering instead");
+            *self = Line::Unseen;
+        }
+        tokio::time::sleep(FAIR_STAGGER).await;
+    }
+}
+
+/// Runs the scenario; `meter` counts the server's commands (Redis), `line` shows the fair
+/// line.
 pub(crate) async fn crowd(
     locks: &Locks,
     waiters: usize,
     hold: Duration,
     fair: bool,
     mut meter: Option<ConnectionManager>,
+    mut line: Line,
 ) -> Crowd {
     let key = "crowd";
+    let server_key = format!("{}{key}", locks.settings().key_prefix);
     if fair {
         // Load the fair script first: the first attempts on a server without it are answered
         // NOSCRIPT and sent again, in whatever order, which would reorder the line once.
@@ -93,7 +155,7 @@ pub(crate) async fn crowd(
     let order = Arc::new(AtomicU64::new(0));
     let waiting = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::with_capacity(waiters);
-    for _ in 0..waiters {
+    for started in 1..=waiters {
         let mut lock = locks.lock(key).expires(TTL).timeout(WAIT_LIMIT);
         if fair {
             lock = lock.fair();
@@ -120,9 +182,9 @@ pub(crate) async fn crowd(
         }));
         // One at a time, so that the request order is the order they start waiting in: a fair
         // waiter's place in line is made by its first attempt, which must land before the
-        // next waiter's (on etcd it can be two round trips, sent on streams of their own).
+        // next waiter's.
         if fair {
-            tokio::time::sleep(FAIR_STAGGER).await;
+            line.stand(&server_key, started as u64).await;
         } else {
             tokio::task::yield_now().await;
         }

@@ -356,9 +356,14 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
 
     let crowd = if wanted("crowd") {
         let meter = pinger.as_ref().and_then(Pinger::redis_connection);
+        let line = match pinger.as_ref() {
+            Some(Pinger::Redis { connection, .. }) => crowd::Line::Redis(connection.clone()),
+            Some(Pinger::Etcd { client }) => crowd::Line::Etcd(client.clone()),
+            _ => crowd::Line::Unseen,
+        };
         let waiters = args.waiters.unwrap_or(1000);
         let hold = Duration::from_millis(args.hold_ms);
-        Some(crowd::crowd(&locks, waiters, hold, args.fair, meter).await)
+        Some(crowd::crowd(&locks, waiters, hold, args.fair, meter, line).await)
     } else {
         None
     };
