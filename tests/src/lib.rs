@@ -25,3 +25,12 @@ pub async fn raw_redis(url: &str) -> redis::aio::MultiplexedConnection {
         .await
         .expect("raw connection")
 }
+
+/// A plain client of the etcd server at `url` (`etcd://host:port`), to look at what pylock
+/// keeps there, bypassing pylock.
+pub async fn raw_etcd(url: &str) -> etcd_client::Client {
+    let endpoint = url.replace("etcd://", "http://");
+    etcd_client::Client::connect([endpoint], None)
+        .await
+        .expect("connect")
+}

@@ -12,7 +12,7 @@ use std::time::Duration;
 use pylock::{Error, Lock, LockGuard, Locks};
 use pylock_tests::etcd_cluster::EtcdCluster;
 use pylock_tests::faults;
-use pylock_tests::{Kind, Needs, TestServer};
+use pylock_tests::{Kind, Needs, TestServer, raw_etcd};
 
 fn locks(url: &str) -> Locks {
     pylock::connect(url)
@@ -94,10 +94,7 @@ async fn operators_tools_touch_only_locks() {
 
 /// A client of `server` of its own, to look at what the backend wrote.
 async fn raw_client(server: &TestServer) -> etcd_client::Client {
-    let endpoint = server.url().replace("etcd://", "http://");
-    etcd_client::Client::connect([endpoint], None)
-        .await
-        .expect("connect")
+    raw_etcd(server.url()).await
 }
 
 /// The lease `key` is on, and how many whole seconds it has left, as the server says.

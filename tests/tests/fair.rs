@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pylock::Locks;
-use pylock_tests::{Kind, Needs, TestServer, raw_redis};
+use pylock_tests::{Kind, Needs, TestServer, raw_etcd, raw_redis};
 
 const TTL: Duration = Duration::from_secs(60);
 
@@ -73,11 +73,7 @@ async fn in_line_of(kind: Kind, server: &TestServer, name: &str, count: usize) {
         _ => None,
     };
     let mut etcd = match kind {
-        Kind::Etcd => {
-            let endpoint = server.url().replace("etcd://", "http://");
-            let client = etcd_client::Client::connect([endpoint], None).await;
-            Some(client.expect("connect"))
-        }
+        Kind::Etcd => Some(raw_etcd(server.url()).await),
         _ => None,
     };
     loop {
