@@ -311,7 +311,7 @@ async fn raw_cycles(
                     .expect("acquire script");
                 let _: Vec<i64> = RELEASE
                     .key(&key)
-                    .key(keys::queue_key(&key))
+                    .key(keys::line_key(&key))
                     .arg("token")
                     .arg(keys::notice_channel(&key))
                     .invoke_async(&mut connection)

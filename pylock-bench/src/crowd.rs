@@ -67,7 +67,7 @@ struct Turn {
 /// however long a first attempt takes (on etcd it can be two round trips, sent on streams of
 /// their own).
 pub(crate) enum Line {
-    /// The queue's sorted set.
+    /// The places in the line's sorted set.
     Redis(ConnectionManager),
     /// The places under the line's prefix.
     Etcd(Box<etcd_client::Client>),
@@ -79,8 +79,7 @@ impl Line {
     /// How many stand in the line of the lock stored at `key`, if the bench can tell.
     async fn length(&mut self, key: &str) -> Option<u64> {
         match self {
-            Line::Redis(connection) => redis::cmd("ZCARD")
-                .arg(pylock::redis::keys::queue_key(key))
+            Line::Redis(connection) => pylock::redis::scripts::waiters_in_line(key)
                 .query_async(connection)
                 .await
                 .ok(),

@@ -14,9 +14,7 @@ use crate::calls::{CallError, Calls};
 use crate::coalesce::{Coalescer, Item};
 use crate::config::RedisConfig;
 use crate::errors::timed_out;
-use crate::keys::{
-    INTERNAL_SUFFIXES, deadlines_key, fence_key, is_internal, notice_channel, queue_key,
-};
+use crate::keys::{INTERNAL_SUFFIXES, fence_key, is_internal, line_key, notice_channel};
 use crate::notices::Notices;
 use crate::scripts::{
     ACQUIRE, EXTEND, FAIR_ACQUIRE, FORCE_RELEASE, INSPECT, LEAVE_QUEUE, REDLOCK_ACQUIRE, RELEASE,
@@ -91,7 +89,7 @@ impl Item for ReleaseItem {
 
     fn add_to(&self, call: &mut ScriptInvocation<'static>) {
         call.key(&self.lock)
-            .key(queue_key(&self.lock))
+            .key(line_key(&self.lock))
             .arg(&self.token)
             .arg(notice_channel(&self.lock));
     }
@@ -285,8 +283,7 @@ impl LockBackend for RedisBackend {
                 FAIR_ACQUIRE
                     .key(key)
                     .key(fence_key(key))
-                    .key(queue_key(key))
-                    .key(deadlines_key(key))
+                    .key(line_key(key))
                     .arg(if self.config.fencing { "1" } else { "0" })
                     .arg(token.to_hex())
                     .arg(millis(ttl))
@@ -302,11 +299,10 @@ impl LockBackend for RedisBackend {
         let _: i64 = self
             .calls
             .run(
-                "leaving the queue of a fair lock",
+                "leaving the line of a fair lock",
                 LEAVE_QUEUE
                     .key(key)
-                    .key(queue_key(key))
-                    .key(deadlines_key(key))
+                    .key(line_key(key))
                     .arg(token.to_hex())
                     .arg(notice_channel(key)),
             )
@@ -385,7 +381,7 @@ impl LockBackend for RedisBackend {
                 context,
                 FORCE_RELEASE
                     .key(key)
-                    .key(queue_key(key))
+                    .key(line_key(key))
                     .arg(notice_channel(key)),
             )
             .await?;

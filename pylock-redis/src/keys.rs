@@ -1,4 +1,4 @@
-//! Names derived from a lock key: its fencing counter and its release channel.
+//! Names derived from a lock key: its fencing counter, its fair line and its release channel.
 //!
 //! Both must hash to the lock key's Redis Cluster slot, so that one script can touch the lock
 //! and its counter, and a sharded notice lands on the lock's node. Redis hashes only the first
@@ -13,22 +13,17 @@ pub fn fence_key(key: &str) -> String {
     sibling(key, FENCE_SUFFIX)
 }
 
-/// What the name of a fair lock's queue ends with. Lock names may not.
-pub const QUEUE_SUFFIX: &str = ":pylock-queue";
-/// What the name of a fair lock's waiter deadlines ends with. Lock names may not.
-pub const DEADLINES_SUFFIX: &str = ":pylock-waiting";
+/// What the name of a fair lock's line ends with (see [`line_key`]). Lock names may not.
+pub const LINE_SUFFIX: &str = ":pylock-line";
 
 /// The endings of pylock's own key names, which no lock name may have.
-pub const INTERNAL_SUFFIXES: &[&str] = &[FENCE_SUFFIX, QUEUE_SUFFIX, DEADLINES_SUFFIX];
+pub const INTERNAL_SUFFIXES: &[&str] = &[FENCE_SUFFIX, LINE_SUFFIX];
 
-/// The key of the queue of `key`'s fair waiters (tokens by arrival).
-pub fn queue_key(key: &str) -> String {
-    sibling(key, QUEUE_SUFFIX)
-}
-
-/// The key of the deadlines of `key`'s fair waiters (tokens by when they lapse).
-pub fn deadlines_key(key: &str) -> String {
-    sibling(key, DEADLINES_SUFFIX)
+/// The key of the line of `key`'s fair waiters: one sorted set that holds each waiter's
+/// place (by arrival) and its deadline (by when it lapses). Its layout:
+/// [`crate::scripts::FAIR_ACQUIRE`].
+pub fn line_key(key: &str) -> String {
+    sibling(key, LINE_SUFFIX)
 }
 
 /// Whether `key` could be one of pylock's own keys rather than a lock.

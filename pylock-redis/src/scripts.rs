@@ -141,7 +141,7 @@ return {0, redis.call('PTTL', KEYS[1])}
     )
 });
 
-/// Release, for one lock or a batch of them. KEYS: the lock and its fair queue, for each
+/// Release, for one lock or a batch of them. KEYS: the lock and its fair line, for each
 /// lock. ARGV: the token and the notice channel, for each lock. Replies per lock, in order:
 /// 1 if we held it, else 0.
 ///
@@ -151,9 +151,9 @@ return {0, redis.call('PTTL', KEYS[1])}
 /// only it wakes, or empty (each process wakes one waiter). All reads come before any write, so a batch the server refuses (a key
 /// of another type) has changed nothing and can be retried lock by lock.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local held = {}
+    Script::new(&format!(
+        r"{LINE}
+local held = {{}}
 local locks = #KEYS / 2
 for i = 1, locks do
   local holder, token = redis.call('GET', KEYS[2 * i - 1]), ARGV[2 * i - 1]
@@ -170,53 +170,91 @@ for i = 1, locks do
     redis.call('DEL', KEYS[2 * i - 1])
     if held[i] == 2 then
       -- To the first fair waiter in line if there is a line, else to whoever listens.
-      local first = redis.call('ZRANGE', KEYS[2 * i], 0, 0)[1] or ''
-      redis.call('PUBLISH', ARGV[2 * i], first)
+      redis.call('PUBLISH', ARGV[2 * i], first_in_line(KEYS[2 * i]) or '')
     end
     held[i] = 1
   end
 end
 return held
-",
-    )
+"
+    ))
 });
 
+/// Where a fair lock's line begins among the scores of its sorted set ([`line_key`]): 10^15,
+/// a time in microseconds (September 2001), or in milliseconds some thirty thousand years
+/// from now. Places are scored by arrival in microseconds, deadlines in milliseconds, so every
+/// place scores above it and every deadline below it.
+///
+/// [`line_key`]: crate::keys::line_key
+pub const PLACES_FROM: u64 = 1_000_000_000_000_000;
+
+// The latest deadline a waiter can set (in the year 2096, with the longest patience pylock
+// allows) scores below the first place; and places, from the clock in µs, are above it.
+const _: () =
+    assert!(4_000_000_000_000 + pylock_core::MAX_EXPIRES.as_millis() < PLACES_FROM as u128);
+const _: () = assert!(PLACES_FROM < 1_700_000_000_000_000);
+
+/// What the scripts that read a fair line share: `places_from` ([`PLACES_FROM`]), and
+/// `first_in_line(line)`, the token of the first fair waiter in `line`, or nil. (The line is
+/// read by `ZRANGEBYSCORE`, not `ZRANGE ... BYSCORE`, which needs Redis 6.2.)
+const LINE: &str = r"
+local places_from = '1000000000000000'
+local function first_in_line(line)
+  local first = redis.call('ZRANGEBYSCORE', line, places_from, '+inf', 'LIMIT', 0, 1)[1]
+  return first and string.sub(first, 2)
+end";
+
+/// The command that counts the fair waiters in the line of the lock stored at `key` (for
+/// tools and tests that watch a line): its places, `ZCOUNT`.
+pub fn waiters_in_line(key: &str) -> redis::Cmd {
+    let mut count = redis::cmd("ZCOUNT");
+    count
+        .arg(crate::keys::line_key(key))
+        .arg(PLACES_FROM)
+        .arg("+inf");
+    count
+}
+
 /// A fair acquire attempt ([`LockBackend::try_acquire_fair`]). KEYS: the lock, its fence
-/// counter, its queue of waiters (tokens by arrival, the server's clock in µs) and their
-/// deadlines (tokens by the time in ms by which they must be heard from again). ARGV: "1" to
-/// give fencing tokens, the token, the TTL in ms, the patience in ms, the notice channel.
-/// Replies as [`ACQUIRE`], and `{0, -3}` for a lock that is free but another waiter's turn.
+/// counter, its line. ARGV: "1" to give fencing tokens, the token, the TTL in ms, the
+/// patience in ms (at most [`MAX_EXPIRES`](pylock_core::MAX_EXPIRES), 100 years), the notice
+/// channel. Replies as
+/// [`ACQUIRE`], and `{0, -3}` for a lock that is free but another waiter's turn.
+///
+/// The line is one sorted set that holds two members per waiter: its place, `p` and the
+/// token, scored by its arrival (the server's clock in µs, after everyone already in line),
+/// and its deadline, `d` and the token, scored by the time in ms by which it must be heard
+/// from again. Places score above [`PLACES_FROM`], deadlines below, so one range of scores
+/// is the line in order and another the waiters that lapsed; a waiter joins and leaves with
+/// one command for both.
 ///
 /// A waiter first in line takes a free lock at once, marked if others wait behind it, so that
-/// its release is announced to the next. Any other attempt joins the queue or keeps its place
+/// its release is announced to the next. Any other attempt joins the line or keeps its place
 /// (its deadline moves on by the patience); if the lock is free, it drops the waiters whose
 /// deadline passed and takes the lock only if it is then first in line. A lock found free
 /// while another waiter is first is announced to that waiter (a lost wake-up, or a waiter
-/// that left without a word, must not stop the line). The queue and the deadlines vanish twice the patience after the last
-/// attempt.
+/// that left without a word, must not stop the line). The line vanishes twice the patience
+/// after the last attempt.
 ///
 /// [`LockBackend::try_acquire_fair`]: pylock_core::LockBackend::try_acquire_fair
 pub static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{GIVE_FENCE}
-local lock, fence, queue, alive = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+        r"{GIVE_FENCE}{LINE}
+local lock, fence, line = KEYS[1], KEYS[2], KEYS[3]
 local fencing, token, ttl = ARGV[1] == '1', ARGV[2], ARGV[3]
 local patience, channel = tonumber(ARGV[4]), ARGV[5]
-local holder = redis.call('GET', lock)
-if not holder then
-  -- The common case, a waiter woken for its turn: first in line. It takes the lock without a
-  -- sign of life (it leaves the line) or a look for lapsed waiters (it is first): half the
-  -- server's work of the general path below. (Looking at the line before the lock would
-  -- save the `GET` here but add a command to every sign of life of a waiter.)
-  local firsts = redis.call('ZRANGE', queue, 0, 1)
-  if firsts[1] == token then
-    local value = token
-    if firsts[2] then
-      value = token .. '+'
-    end
-    redis.call('SET', lock, value, 'PX', ttl)
-    redis.call('ZREM', queue, token)
-    redis.call('ZREM', alive, token)
+local place, deadline = 'p' .. token, 'd' .. token
+-- The common case, a waiter woken for its turn: first in line, the lock free. It takes the
+-- lock without a sign of life (it leaves the line) or a look for lapsed waiters (it is
+-- first): half the server's work of the general path below.
+local firsts = redis.call('ZRANGEBYSCORE', line, places_from, '+inf', 'LIMIT', 0, 2)
+if firsts[1] == place then
+  local value = token
+  if firsts[2] then
+    value = token .. '+'
+  end
+  if redis.call('SET', lock, value, 'NX', 'PX', ttl) then
+    redis.call('ZREM', line, place, deadline)
     local given = 0
     if fencing then
       given = give_fence(fence, ttl)
@@ -224,11 +262,11 @@ if not holder then
     return {{1, given}}
   end
 end
+local holder = redis.call('GET', lock)
 if holder == token or holder == token .. '+' then
   -- An earlier attempt of ours got it and its answer was lost.
   redis.call('PEXPIRE', lock, ttl)
-  redis.call('ZREM', queue, token)
-  redis.call('ZREM', alive, token)
+  redis.call('ZREM', line, place, deadline)
   local given = 0
   if fencing then
     redis.call('PEXPIRE', fence, ttl)
@@ -238,18 +276,17 @@ if holder == token or holder == token .. '+' then
 end
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
--- A sign of life; new in the deadlines means new in line (they join and leave together).
-if redis.call('ZADD', alive, now_ms + patience, token) == 1 then
+-- A sign of life; a new deadline means new in line (a waiter joins and leaves with both).
+if redis.call('ZADD', line, now_ms + patience, deadline) == 1 then
   -- After everyone already in line, even within the same microsecond.
   local arrival = tonumber(now[1]) * 1000000 + tonumber(now[2])
-  local last = redis.call('ZRANGE', queue, -1, -1, 'WITHSCORES')[2]
+  local last = redis.call('ZREVRANGEBYSCORE', line, '+inf', places_from, 'WITHSCORES', 'LIMIT', 0, 1)[2]
   if last and tonumber(last) >= arrival then
     arrival = tonumber(last) + 1
   end
-  redis.call('ZADD', queue, arrival, token)
+  redis.call('ZADD', line, arrival, place)
 end
-redis.call('PEXPIRE', queue, patience * 2)
-redis.call('PEXPIRE', alive, patience * 2)
+redis.call('PEXPIRE', line, patience * 2)
 if holder then
   if #holder == #token then
     redis.call('APPEND', lock, '+')
@@ -257,22 +294,18 @@ if holder then
   return {{0, redis.call('PTTL', lock)}}
 end
 -- Free: who is first, once the waiters not heard from within their patience are out.
-local lapsed = redis.call('ZRANGEBYSCORE', alive, '-inf', now_ms)
+local lapsed = redis.call('ZRANGEBYSCORE', line, '-inf', now_ms)
 for _, gone in ipairs(lapsed) do
-  redis.call('ZREM', queue, gone)
+  redis.call('ZREM', line, gone, 'p' .. string.sub(gone, 2))
 end
-if #lapsed > 0 then
-  redis.call('ZREMRANGEBYSCORE', alive, '-inf', now_ms)
-end
-local first = redis.call('ZRANGE', queue, 0, 0)[1]
-if first ~= token then
+local first = first_in_line(line)
+if first and first ~= token then
   redis.call('PUBLISH', channel, first)
   return {{0, -3}}
 end
-redis.call('ZREM', queue, token)
-redis.call('ZREM', alive, token)
+redis.call('ZREM', line, place, deadline)
 local value = token
-if redis.call('ZCARD', queue) > 0 then
+if redis.call('ZCARD', line) > 0 then
   value = token .. '+'
 end
 redis.call('SET', lock, value, 'PX', ttl)
@@ -285,23 +318,22 @@ return {{1, given}}
     ))
 });
 
-/// Leaving the queue of a fair lock. KEYS: the lock, its queue, the waiters' deadlines. ARGV:
-/// the token, the notice channel. Takes the token out of the line and, if the lock is free,
+/// Leaving the line of a fair lock. KEYS: the lock, its line. ARGV: the token, the notice
+/// channel. Takes the waiter's place and deadline out of the line and, if the lock is free,
 /// announces it to the next in line (the one leaving may have been woken for it).
 pub static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
+    Script::new(&format!(
+        r"{LINE}
+redis.call('ZREM', KEYS[2], 'p' .. ARGV[1], 'd' .. ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  local first = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  local first = first_in_line(KEYS[2])
   if first then
     redis.call('PUBLISH', ARGV[2], first)
   end
 end
 return 1
-",
-    )
+"
+    ))
 });
 
 /// Extend. KEYS: lock, its fence counter. ARGV: token, TTL in ms.
@@ -369,21 +401,31 @@ return {{1, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or 
     ))
 });
 
-/// Forced release. KEYS: lock, its fair queue. ARGV: notice channel.
+/// Forced release. KEYS: lock, its fair line. ARGV: notice channel.
 ///
 /// Deletes the lock whoever holds it (an operator's action) and wakes waiters, if the key
 /// holds a lock of ours. Replies `{1}` if there was a lock, `{0}` if not, `{-1, what}` for a
 /// key that holds something else, which is left alone.
 pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
-        r"{SHAPE}
+        r"{SHAPE}{LINE}
 local refused = not_held(KEYS[1])
 if refused then
   return refused
 end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[1], redis.call('ZRANGE', KEYS[2], 0, 0)[1] or '')
+redis.call('PUBLISH', ARGV[1], first_in_line(KEYS[2]) or '')
 return {{1}}
 "
     ))
 });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scripts_split_the_line_where_the_rust_side_does() {
+        assert!(LINE.contains(&format!("local places_from = '{PLACES_FROM}'")));
+    }
+}

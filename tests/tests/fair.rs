@@ -78,11 +78,10 @@ async fn in_line_of(kind: Kind, server: &TestServer, name: &str, count: usize) {
     };
     loop {
         let standing = if let Some(raw) = &mut redis {
-            redis::cmd("ZCARD")
-                .arg(pylock_redis::keys::queue_key(&key))
+            pylock_redis::scripts::waiters_in_line(&key)
                 .query_async::<usize>(raw)
                 .await
-                .expect("ZCARD")
+                .expect("ZCOUNT")
         } else if let Some(raw) = &mut etcd {
             let places = pylock::etcd::line_prefix(&key);
             let options = etcd_client::GetOptions::new()
@@ -102,6 +101,41 @@ async fn in_line_of(kind: Kind, server: &TestServer, name: &str, count: usize) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A waiter with the longest patience pylock allows (100 years) keeps its place: its deadline
+/// still reads as a deadline and not as a place in the line, so the waiter behind it is
+/// woken in turn (not at its next sign of life, half its patience later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_most_patient_waiter_keeps_its_place_and_the_line_moves_on() {
+    let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let clients = processes(&server, 2);
+    let holder = clients[0].lock("endless").acquire().await.expect("holder");
+    let served = Arc::new(Mutex::new(Vec::new()));
+    let mut waiters = Vec::new();
+    for (i, patience) in [pylock::MAX_EXPIRES, Duration::from_secs(60)]
+        .into_iter()
+        .enumerate()
+    {
+        let lock = clients[i]
+            .lock("endless")
+            .fair_patience(patience)
+            .timeout(Duration::from_secs(10));
+        let served = Arc::clone(&served);
+        waiters.push(tokio::spawn(async move {
+            let guard = lock.acquire().await.expect("a turn within 10 s");
+            served.lock().expect("order").push(i);
+            guard.release().await.expect("release");
+        }));
+        in_line_of(Kind::Redis, &server, "endless", i + 1).await;
+    }
+    holder.release().await.expect("release");
+    for waiter in waiters {
+        waiter.await.expect("waiter");
+    }
+    assert_eq!(*served.lock().expect("order"), vec![0, 1]);
 }
 
 /// A waiter whose process died while first in line (here: its runtime was shut down, so it
@@ -143,11 +177,10 @@ async fn a_dead_waiters_place_is_given_up_after_its_patience() {
     dead.join().expect("the doomed thread");
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut raw = raw_redis(server.url()).await;
-    let in_line: i64 = redis::cmd("ZCARD")
-        .arg(pylock::redis::keys::queue_key("pylock:ghost"))
+    let in_line: i64 = pylock::redis::scripts::waiters_in_line("pylock:ghost")
         .query_async(&mut raw)
         .await
-        .expect("ZCARD");
+        .expect("ZCOUNT");
     assert_eq!(
         in_line, 2,
         "the dead waiter is still in line, before the living one"
