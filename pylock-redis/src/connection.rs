@@ -5,7 +5,11 @@
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+use std::sync::LazyLock;
+
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+use crate::scripts::HOLDER;
 
 #[derive(Clone)]
 pub(crate) enum Connection {
@@ -43,7 +47,7 @@ impl Connection {
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("EVAL")
-            .arg(CONFIRM)
+            .arg(CONFIRM.as_str())
             .arg(1)
             .arg(key)
             .arg(token)
@@ -76,13 +80,16 @@ impl Connection {
 
 /// Sets the TTL of KEYS[1] again if it holds ARGV[1] (marked by a waiter or not); 1 if so.
 /// Sent by `EVAL` inside a pipeline, where a `NOSCRIPT` reply could not be answered.
-const CONFIRM: &str = r"
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] or holder == ARGV[1] .. '+' then
+static CONFIRM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        r"{HOLDER}
+if held_by(redis.call('GET', KEYS[1]), ARGV[1]) then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
-";
+"
+    )
+});
 
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {

@@ -211,13 +211,18 @@ async fn a_fair_hand_off_costs_the_same_few_commands_whatever_the_crowd() {
         idle < 30,
         "{idle} commands in 2 s while 300 fair waiters waited on a held lock"
     );
-    // A release (script, GET, DEL, ZRANGE of the line, PUBLISH to the first in line) and
-    // that waiter's attempt (script, ZRANGE of the line, SET, one ZREM of its place and its
-    // deadline, INCR, PEXPIRE): 11. With the line in two keys it was 13; with the general
-    // path of a fair attempt (a sign of life, a look for lapsed waiters), 19.
+    // A release (script, GET, DEL, PUBLISH to the next in line, whom the lock's value names)
+    // and that waiter's attempt (script, ZRANGEBYSCORE of the head of the line, SET, one ZREM
+    // of its place and its deadline, INCR, PEXPIRE): 10, the target of issue 11. Reading the
+    // line at the release made it 11; the line in two keys, 13; the general path of a fair
+    // attempt (a sign of life, a look for lapsed waiters), 19. On top, once per crowd, which
+    // the count spreads over the 300 hand-offs: the first holder's release looks at the line
+    // (+1), loads the release script into this new server (+2: `NOSCRIPT`, `SCRIPT LOAD`),
+    // and each process unsubscribes once its crowd is done (+2). 8 measured; budget 10.
+    let budget = 10.0 + 10.0 / 300.0;
     assert!(
-        per_handoff <= 12.0,
-        "{per_handoff:.1} server commands per fair hand-off with 300 waiters (budget 12)"
+        per_handoff <= budget,
+        "{per_handoff:.3} server commands per fair hand-off with 300 waiters (budget {budget:.3})"
     );
 }
 

@@ -138,6 +138,110 @@ async fn the_most_patient_waiter_keeps_its_place_and_the_line_moves_on() {
     assert_eq!(*served.lock().expect("order"), vec![0, 1]);
 }
 
+/// A fair holder's lock names the next in line, so that its release wakes that waiter without
+/// reading the line. If that waiter leaves the line while the lock is held (here it times
+/// out), the one after it takes its place in the name, and is woken by the release at once:
+/// not at its next sign of life, half its patience (30 s) later. Operators still see a lock that names a waiter as a lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_next_in_line_leaves_the_one_after_it_is_woken_in_its_place() {
+    let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
+        return;
+    };
+    let clients = processes(&server, 3);
+    let patient = Duration::from_secs(60);
+    let first = clients[0]
+        .lock("named")
+        .acquire()
+        .await
+        .expect("first holder");
+    let (taken, is_taken) = tokio::sync::oneshot::channel();
+    let (go, told_to_go) = tokio::sync::oneshot::channel::<()>();
+    let holder = tokio::spawn({
+        let lock = clients[0].lock("named").fair_patience(patient);
+        async move {
+            let guard = lock.acquire().await.expect("the fair holder's turn");
+            taken.send(()).expect("the test waits");
+            told_to_go.await.expect("told to release");
+            guard.release().await.expect("release");
+        }
+    });
+    in_line_of(Kind::Redis, &server, "named", 1).await;
+    let leaver = tokio::spawn({
+        let lock = clients[1]
+            .lock("named")
+            .fair_patience(patient)
+            .timeout(Duration::from_secs(2));
+        async move { lock.acquire().await.map(drop) }
+    });
+    in_line_of(Kind::Redis, &server, "named", 2).await;
+    let last = tokio::spawn({
+        let lock = clients[2]
+            .lock("named")
+            .fair_patience(patient)
+            .timeout(Duration::from_secs(20));
+        async move { lock.acquire().await }
+    });
+    in_line_of(Kind::Redis, &server, "named", 3).await;
+
+    first.release().await.expect("release");
+    is_taken.await.expect("the fair holder took its turn");
+    let mut raw = raw_redis(server.url()).await;
+    let mut value = async || {
+        redis::cmd("GET")
+            .arg("pylock:named")
+            .query_async::<String>(&mut raw)
+            .await
+            .expect("GET")
+    };
+    let naming_the_leaver = value().await;
+    assert_eq!(
+        naming_the_leaver.len(),
+        32 + 1 + 32,
+        "the holder's value names the next in line: {naming_the_leaver}"
+    );
+    assert!(
+        clients[0]
+            .lock("named")
+            .inspect()
+            .await
+            .expect("inspect")
+            .is_some(),
+        "a lock that names a waiter is still a lock to operators"
+    );
+
+    assert!(leaver.await.expect("task").is_err(), "the leaver timed out");
+    // It leaves the line in the background, once its acquire has returned.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pylock::redis::scripts::waiters_in_line("pylock:named")
+        .query_async::<usize>(&mut raw_redis(server.url()).await)
+        .await
+        .expect("ZCOUNT")
+        > 1
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the leaver is still in line"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let naming_the_last = value().await;
+    assert_eq!(naming_the_last.len(), 32 + 1 + 32);
+    assert_ne!(naming_the_last, naming_the_leaver, "the name moved on");
+
+    go.send(()).expect("the holder waits");
+    holder.await.expect("holder");
+    // Woken by the release, in milliseconds; unwoken, it would try again only at its next
+    // sign of life (30 s) or its last attempt at its timeout (20 s).
+    tokio::time::timeout(Duration::from_secs(5), last)
+        .await
+        .expect("the one after the leaver was woken by the release")
+        .expect("task")
+        .expect("its turn")
+        .release()
+        .await
+        .expect("release");
+}
+
 /// A waiter whose process died while first in line (here: its runtime was shut down, so it
 /// could not leave the line) holds up the others for its patience, not for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
