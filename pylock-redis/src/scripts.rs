@@ -61,9 +61,9 @@ end";
 /// A failed attempt also marks the lock as waited for, by appending `+` to the holder's token
 /// (`APPEND` keeps the TTL): only then does its release publish a notice. A release wakes one
 /// waiter per process; the one that gets the lock while others of its process still wait
-/// sets it marked (the mark argument), so that the next release is announced too. Most releases have
-/// no waiter, and `PUBLISH` (on a cluster, sent to every node) is a good part of a release's
-/// cost. A waiter subscribes before the attempt that marks, so it hears the release.
+/// sets it marked (the mark argument), so that the next release is announced too. Most
+/// releases have no waiter, and `PUBLISH` (on a cluster, sent to every node) is a good part of
+/// a release's cost. A waiter subscribes before the attempt that marks, so it hears the release.
 ///
 /// Running it again for the same tokens gives the same answers, which is what lets a batch
 /// that failed part-way (a key of another type) be retried lock by lock.
@@ -107,8 +107,9 @@ return replies
 });
 
 /// Acquire on a Redlock node that guards against its own restarts. KEYS: the lock. ARGV:
-/// token, TTL in ms, guard in ms, "1" to mark the lock as waited for. Replies `{1, 0}` (acquired), `{0, pttl}` (held), or
-/// `{0, ms}` with a third element `1` while the node is under its restart guard.
+/// token, TTL in ms, guard in ms, "1" to mark the lock as waited for. Replies `{1, 0}`
+/// (acquired), `{0, pttl}` (held), or `{0, ms}` with a third element `1` while the node is
+/// under its restart guard.
 ///
 /// A node that restarted lost its locks (unless it persists every write), and until the
 /// longest TTL in use has passed its vote could give a second client a majority while the
@@ -160,9 +161,9 @@ return {{0, redis.call('PTTL', KEYS[1])}}
 /// the next holder's lock), marked or not, and announces the release on the lock's channel if
 /// a waiter marked it: the message is the token of the next fair waiter, so that only it
 /// wakes, or empty (each process wakes one waiter). The next fair waiter is the one the lock's
-/// value names after its mark (see [`FAIR_ACQUIRE`]), else the first in line. All reads come before any write, so a
-/// batch the server refuses (a key of another type) has changed nothing and can be retried
-/// lock by lock.
+/// value names after its mark (see [`FAIR_ACQUIRE`]), else the first in line. All reads come
+/// before any write, so a batch the server refuses (a key of another type) has changed
+/// nothing and can be retried lock by lock.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         r"{HOLDER}{LINE}
@@ -237,8 +238,8 @@ pub fn waiters_in_line(key: &str) -> redis::Cmd {
 /// A fair acquire attempt ([`LockBackend::try_acquire_fair`]). KEYS: the lock, its fence
 /// counter, its line. ARGV: "1" to give fencing tokens, the token, the TTL in ms, the
 /// patience in ms (at most [`MAX_EXPIRES`](pylock_core::MAX_EXPIRES), 100 years), the notice
-/// channel. Replies as
-/// [`ACQUIRE`], and `{0, -3}` for a lock that is free but another waiter's turn.
+/// channel. Replies as [`ACQUIRE`], and `{0, -3}` for a lock that is free but another
+/// waiter's turn.
 ///
 /// The line is one sorted set that holds two members per waiter: its place, `p` and the
 /// token, scored by its arrival (the server's clock in µs, after everyone already in line),

@@ -141,7 +141,8 @@ async fn the_most_patient_waiter_keeps_its_place_and_the_line_moves_on() {
 /// A fair holder's lock names the next in line, so that its release wakes that waiter without
 /// reading the line. If that waiter leaves the line while the lock is held (here it times
 /// out), the one after it takes its place in the name, and is woken by the release at once:
-/// not at its next sign of life, half its patience (30 s) later. Operators still see a lock that names a waiter as a lock.
+/// not at its next sign of life, half its patience (30 s) later. Operators still see a lock
+/// that names a waiter as a lock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_next_in_line_leaves_the_one_after_it_is_woken_in_its_place() {
     let Some(server) = TestServer::start(Kind::Redis, Needs::control()).await else {
