@@ -168,6 +168,7 @@ checks! {
     fair_waiters_take_turns_in_the_order_they_came: needs_fairness,
     a_fair_waiter_that_gives_up_leaves_the_queue_at_once: needs_fairness,
     a_fair_waiter_never_heard_from_again_is_skipped: needs_fairness,
+    a_dead_waiter_behind_a_fair_holder_is_skipped: needs_fairness,
     a_fair_waiter_behind_another_never_takes_the_lock_first: needs_fairness,
 }
 
@@ -1223,5 +1224,61 @@ pub async fn a_fair_waiter_never_heard_from_again_is_skipped(backend: Arc<dyn Lo
         .await
         .expect("task")
         .expect("the waiter behind a dead one got the lock once the dead one's patience passed");
+    guard.release().await.expect("release");
+}
+
+/// The same behind a fair holder: a waiter that dies while the one before it, itself a fair
+/// waiter, holds the lock is skipped once its patience has passed. (A backend may tell a fair
+/// holder who comes next, as Redis's does in the lock's value so that the release is announced
+/// to that waiter alone; a next that is dead must not stop the line for good either.)
+///
+/// Rule 15 of [the rules](self#the-rules).
+pub async fn a_dead_waiter_behind_a_fair_holder_is_skipped(backend: Arc<dyn LockBackend>) {
+    let locks = client(&backend);
+    let patience = Duration::from_millis(600);
+    let ttl = Duration::from_secs(30);
+    let holder = must_acquire(&locks.lock("successor")).await;
+    let server_key = holder.server_key().to_owned();
+    // Two waiters that try by hand: the next holder, and behind it one that then dies.
+    let next = Token::generate().expect("token");
+    let ghost = Token::generate().expect("token");
+    for token in [next, ghost] {
+        let attempt = backend
+            .try_acquire_fair(&server_key, &token, ttl, patience)
+            .await
+            .expect("a fair attempt");
+        assert!(matches!(attempt, Attempt::Held { .. }), "{attempt:?}");
+    }
+    let living = tokio::spawn({
+        let lock = locks
+            .lock("successor")
+            .fair_patience(patience)
+            .timeout(Duration::from_secs(20));
+        async move { lock.acquire().await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    holder.release().await.expect("release");
+    // The next in line takes its turn (it is first; it may have to wait for the release to
+    // be seen) and releases it, with the dead waiter behind it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let attempt = backend
+            .try_acquire_fair(&server_key, &next, ttl, patience)
+            .await
+            .expect("the next one's attempt");
+        if matches!(attempt, Attempt::Acquired { .. }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first in line never got its turn: {attempt:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(backend.release(&server_key, &next).await.expect("release"));
+    let guard = living.await.expect("task").expect(
+        "the waiter behind a dead one got the lock from a fair holder once the dead one's \
+         patience passed",
+    );
     guard.release().await.expect("release");
 }

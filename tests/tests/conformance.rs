@@ -32,6 +32,7 @@ const NO_FAIR_QUEUE: &[&str] = &[
     "fair_waiters_take_turns_in_the_order_they_came",
     "a_fair_waiter_that_gives_up_leaves_the_queue_at_once",
     "a_fair_waiter_never_heard_from_again_is_skipped",
+    "a_dead_waiter_behind_a_fair_holder_is_skipped",
     "a_fair_waiter_behind_another_never_takes_the_lock_first",
 ];
 /// memcached: no notices (so no wake-up checks and no fair queue) and no fencing.
@@ -42,6 +43,7 @@ const MEMCACHED_SKIPS: &[&str] = &[
     "fair_waiters_take_turns_in_the_order_they_came",
     "a_fair_waiter_that_gives_up_leaves_the_queue_at_once",
     "a_fair_waiter_never_heard_from_again_is_skipped",
+    "a_dead_waiter_behind_a_fair_holder_is_skipped",
     "a_fair_waiter_behind_another_never_takes_the_lock_first",
 ];
 
