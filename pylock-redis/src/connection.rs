@@ -2,11 +2,11 @@
 //! multiplexed connection, or a Redis Cluster connection that follows slots, redirections and
 //! failovers by itself. The scripts are the same for both; their keys share one slot.
 
+use std::sync::LazyLock;
+
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
-use std::sync::LazyLock;
-
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::scripts::HOLDER;

@@ -1,9 +1,9 @@
 //! Names derived from a lock key: its fencing counter, its fair line and its release channel.
 //!
-//! Both must hash to the lock key's Redis Cluster slot, so that one script can touch the lock
-//! and its counter, and a sharded notice lands on the lock's node. Redis hashes only the first
-//! `{...}` of a name when there is one (a "hash tag"); so a name derived from a key with a hash
-//! tag keeps it, and one derived from a key without gets the whole key as its tag.
+//! All must hash to the lock key's Redis Cluster slot, so that one script can touch the lock,
+//! its counter and its line, and a sharded notice lands on the lock's node. Redis hashes only
+//! the first `{...}` of a name when there is one (a "hash tag"); so a name derived from a key
+//! with a hash tag keeps it, and one derived from a key without gets the whole key as its tag.
 
 /// What the name of every fencing counter ends with. Lock names may not.
 pub const FENCE_SUFFIX: &str = ":pylock-fence";
