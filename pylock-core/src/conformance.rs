@@ -288,6 +288,20 @@ fn expiry_slack(backend: &Arc<dyn LockBackend>) -> Duration {
     backend.capabilities().ttl_granularity * 2 + Duration::from_secs(3)
 }
 
+/// A fair waiter of `patience` on `name` that waits up to 20 s, in a task of its own: the
+/// living one behind a dead one.
+fn living_fair_waiter(
+    locks: &Locks,
+    name: &str,
+    patience: Duration,
+) -> tokio::task::JoinHandle<Result<LockGuard>> {
+    let lock = locks
+        .lock(name)
+        .fair_patience(patience)
+        .timeout(Duration::from_secs(20));
+    tokio::spawn(async move { lock.acquire().await })
+}
+
 async fn must_acquire(lock: &Lock) -> LockGuard {
     match lock.acquire().await {
         Ok(guard) => guard,
@@ -1211,13 +1225,7 @@ pub async fn a_fair_waiter_never_heard_from_again_is_skipped(backend: Arc<dyn Lo
         .await
         .expect("the ghost's attempt");
     assert!(matches!(attempt, Attempt::Held { .. }), "{attempt:?}");
-    let living = tokio::spawn({
-        let lock = locks
-            .lock("ghost")
-            .fair_patience(patience)
-            .timeout(Duration::from_secs(20));
-        async move { lock.acquire().await }
-    });
+    let living = living_fair_waiter(&locks, "ghost", patience);
     tokio::time::sleep(Duration::from_millis(100)).await;
     holder.release().await.expect("release");
     let guard = living
@@ -1249,13 +1257,7 @@ pub async fn a_dead_waiter_behind_a_fair_holder_is_skipped(backend: Arc<dyn Lock
             .expect("a fair attempt");
         assert!(matches!(attempt, Attempt::Held { .. }), "{attempt:?}");
     }
-    let living = tokio::spawn({
-        let lock = locks
-            .lock("successor")
-            .fair_patience(patience)
-            .timeout(Duration::from_secs(20));
-        async move { lock.acquire().await }
-    });
+    let living = living_fair_waiter(&locks, "successor", patience);
     tokio::time::sleep(Duration::from_millis(100)).await;
     holder.release().await.expect("release");
     // The next in line takes its turn (it is first; it may have to wait for the release to
