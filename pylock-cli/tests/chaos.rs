@@ -11,6 +11,11 @@
 //! higher fence. Each test prints faults injected, acquisitions, overlaps (allowed and not)
 //! and the worst overrun of an acquire's deadline.
 //!
+//! The library's workers also give up waiting at random moments (their acquire future
+//! dropped), and run both the default lock and the fair one, whose line (places, the holder's
+//! naming of the next in line, a leaver's hand-over of that name) is the most intricate state
+//! on the server.
+//!
 //! Each scenario runs `PYLOCK_CHAOS_SECS` seconds (default 15); set it higher for a soak.
 
 use std::collections::BTreeMap;
@@ -102,6 +107,8 @@ fn overlaps(sections: &mut [Section], prompt: Duration) -> (Vec<String>, Vec<Str
 struct Tally {
     faults: Vec<String>,
     acquisitions: usize,
+    /// Acquires given up by dropping their future while they waited.
+    abandoned: usize,
     timeouts: usize,
     errors: usize,
     worst_overrun: Duration,
@@ -109,7 +116,16 @@ struct Tally {
     kinds: BTreeMap<String, usize>,
 }
 
-async fn library_chaos(kind: Kind, scheme: &str) {
+/// Which lock the library's workers take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Default,
+    /// First come, first served, with a patience short enough that the line loses dead
+    /// waiters (a dropped acquire whose leaving was lost to a fault) within the run.
+    Fair,
+}
+
+async fn library_chaos(kind: Kind, scheme: &str, mode: Mode) {
     let Some(mut server) = TestServer::start(kind, Needs::control().from(Provider::Binary)).await
     else {
         return;
@@ -143,6 +159,10 @@ async fn library_chaos(kind: Kind, scheme: &str) {
             .expires(ttl)
             .timeout(timeout)
             .auto_renew();
+        let lock = match mode {
+            Mode::Default => lock,
+            Mode::Fair => lock.fair_patience(Duration::from_secs(2)),
+        };
         let (sections, tally) = (Arc::clone(&sections), Arc::clone(&tally));
         let holder = format!(
             "worker {worker} ({})",
@@ -155,7 +175,20 @@ async fn library_chaos(kind: Kind, scheme: &str) {
                     break;
                 }
                 let asked = Instant::now();
-                let acquired = lock.acquire().await;
+                // One acquire in five is given up at a random moment, mostly while it waits
+                // (or in line): dropped futures must leave no lock and no stuck line behind.
+                let acquired = if rng.next(5) == 0 {
+                    let patience = rng.millis(timeout.as_millis() as u64);
+                    match tokio::time::timeout(patience, lock.acquire()).await {
+                        Ok(acquired) => acquired,
+                        Err(_) => {
+                            tally.lock().expect("tally").abandoned += 1;
+                            continue;
+                        }
+                    }
+                } else {
+                    lock.acquire().await
+                };
                 let overrun = asked
                     .elapsed()
                     .saturating_sub(timeout + FINAL_ATTEMPT_GRACE);
@@ -265,11 +298,13 @@ async fn library_chaos(kind: Kind, scheme: &str) {
     let (allowed, forbidden) = overlaps(&mut sections, ttl + Duration::from_millis(600));
     let tally = tally.lock().expect("tally");
     eprintln!(
-        "chaos ({kind:?} library): {} faults injected, {} acquisitions, {} timeouts, {} other errors, \
+        "chaos ({kind:?} library, {mode:?} lock): {} faults injected, {} acquisitions, {} abandoned, \
+         {} timeouts, {} other errors, \
          {} overlaps allowed (lock taken from a live holder, stopped promptly, higher fence), \
          {} forbidden; worst acquire deadline overrun {:?}",
         tally.faults.len(),
         tally.acquisitions,
+        tally.abandoned,
         tally.timeouts,
         tally.errors,
         allowed.len(),
@@ -293,17 +328,27 @@ async fn library_chaos(kind: Kind, scheme: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_library_on_redis() {
-    library_chaos(Kind::Redis, "redis").await;
+    library_chaos(Kind::Redis, "redis", Mode::Default).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_fair_library_on_redis() {
+    library_chaos(Kind::Redis, "redis", Mode::Fair).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_library_on_memcached() {
-    library_chaos(Kind::Memcached, "memcache").await;
+    library_chaos(Kind::Memcached, "memcache", Mode::Default).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_library_on_etcd() {
-    library_chaos(Kind::Etcd, "etcd").await;
+    library_chaos(Kind::Etcd, "etcd", Mode::Default).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_fair_library_on_etcd() {
+    library_chaos(Kind::Etcd, "etcd", Mode::Fair).await;
 }
 
 /// One `pylock` process the chaos may strike.
