@@ -299,21 +299,24 @@ async fn raw_cycles(
         let key = format!("raw:{task}:{}", i % 16);
         async move {
             if scripts {
-                let _: Vec<i64> = ACQUIRE
+                // The last argument is the call's tag, which the reply echoes first.
+                let _: (String, Vec<i64>) = ACQUIRE
                     .arg("1")
                     .key(&key)
                     .key(keys::fence_key(&key))
                     .arg("token")
                     .arg(10_000)
                     .arg("0")
+                    .arg("tag")
                     .invoke_async(&mut connection)
                     .await
                     .expect("acquire script");
-                let _: Vec<i64> = RELEASE
+                let _: (String, Vec<i64>) = RELEASE
                     .key(&key)
                     .key(keys::line_key(&key))
                     .arg("token")
                     .arg(keys::notice_channel(&key))
+                    .arg("tag")
                     .invoke_async(&mut connection)
                     .await
                     .expect("release script");

@@ -171,9 +171,9 @@ impl RedisBackend {
         };
         let server = self.calls.server();
         let context = "waiting for replicas";
-        let mut connection = self
+        let (generation, mut connection) = self
             .calls
-            .connection()
+            .current_connection()
             .await
             .map_err(|e| e.into_error(context, server))?;
         let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
@@ -191,7 +191,12 @@ impl RedisBackend {
         .await
         {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(CallError::Redis(e).into_error(context, server)),
+            Ok(Err(e)) => {
+                if matches!(e, CallError::OutOfStep(_)) {
+                    self.calls.discard(generation);
+                }
+                return Err(e.into_error(context, server));
+            }
             Err(_) => return Err(timed_out(context, server, limit)),
         };
         let shortfall = if !confirmed {

@@ -3,11 +3,16 @@
 //!
 //! A connection that read something it could not parse (a reply corrupted on the way, a
 //! server that answered garbage) is out of step for good: every later reply would be read
-//! against the wrong request. It is discarded, and the next call makes a new one.
+//! against the wrong request. It is discarded, and the next call makes a new one. So is a
+//! connection that got a reply to another request: every call carries a tag of its own,
+//! which the script's reply echoes ([`crate::scripts::answering`]), and a reply with a
+//! different tag means a request was lost on the way while the connection stayed up. Its
+//! caller gets an error, never the other request's answer (which could be a lock).
 //!
 //! It lives behind an `Arc` so that batches of coalesced calls (see [`crate::coalesce`]) can
 //! be sent from their own tasks.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pylock_core::raw::PerRuntime;
@@ -52,6 +57,8 @@ pub(crate) enum CallError {
     TimedOut(Duration),
     /// The script answered something it never answers: a different server or script.
     BadReply(String),
+    /// The reply answers another request: the connection was out of step (and is replaced).
+    OutOfStep(String),
     /// The batch that carried the call was dropped unsent (its runtime was shutting down).
     Dropped,
 }
@@ -65,6 +72,14 @@ impl CallError {
             CallError::BadReply(reply) => Error::Backend {
                 backend: "redis",
                 context: format!("{context} at {server}: unexpected reply"),
+                source: Box::new(std::io::Error::new(std::io::ErrorKind::InvalidData, reply)),
+            },
+            CallError::OutOfStep(reply) => Error::Unavailable {
+                backend: "redis",
+                context: format!(
+                    "{context} at {server}: the reply answered another request (one was lost \
+                     on the way), so the connection is replaced"
+                ),
                 source: Box::new(std::io::Error::new(std::io::ErrorKind::InvalidData, reply)),
             },
             CallError::Dropped => Error::Unavailable {
@@ -132,15 +147,10 @@ impl Calls {
         self.timeouts.call()
     }
 
-    /// The shared connection, made on first use.
-    pub(crate) async fn connection(&self) -> std::result::Result<Connection, CallError> {
-        self.current_connection()
-            .await
-            .map(|(_, connection)| connection)
-    }
-
     /// The shared connection and its generation, made on first use (or after a discard).
-    async fn current_connection(&self) -> std::result::Result<(u64, Connection), CallError> {
+    pub(crate) async fn current_connection(
+        &self,
+    ) -> std::result::Result<(u64, Connection), CallError> {
         if let Some(current) = self.read_current() {
             return Ok(current);
         }
@@ -160,7 +170,7 @@ impl Calls {
     }
 
     /// Forgets connection `generation` if it is still a current one.
-    fn discard(&self, generation: u64) {
+    pub(crate) fn discard(&self, generation: u64) {
         self.current.forget_all_if(|(g, _)| *g == generation);
     }
 
@@ -190,7 +200,8 @@ impl Calls {
         }
     }
 
-    /// Runs one script within [`Calls::limit`].
+    /// Runs one script within [`Calls::limit`], tagged (see the module's documentation):
+    /// the tag is added as the script's last argument here, and taken off its reply.
     ///
     /// A connection that died under us (the server restarted) is replaced by the connection
     /// manager; the call is then tried once more on the new one, so that, say, a guard's
@@ -201,14 +212,22 @@ impl Calls {
     ///
     pub(crate) async fn invoke(
         &self,
-        script: &ScriptInvocation<'_>,
+        script: &mut ScriptInvocation<'_>,
     ) -> std::result::Result<Value, CallError> {
+        let tag = next_tag();
+        script.arg(&tag);
         let limit = self.limit();
         let mut retried = false;
         loop {
             let (generation, mut connection) = self.current_connection().await?;
             match tokio::time::timeout(limit, script.invoke_async(&mut connection)).await {
-                Ok(Ok(value)) => return Ok(value),
+                Ok(Ok(value)) => {
+                    return untag(value, &tag).map_err(|reply| {
+                        tracing::warn!(server = %self.server, "pylock: a reply to another request, reconnecting");
+                        self.discard(generation);
+                        CallError::OutOfStep(reply)
+                    });
+                }
                 Ok(Err(error)) if error.kind() == redis::ErrorKind::Parse => {
                     tracing::warn!(%error, server = %self.server, "pylock: unreadable reply, reconnecting");
                     self.discard(generation);
@@ -231,7 +250,7 @@ impl Calls {
     pub(crate) async fn run<T: redis::FromRedisValue>(
         &self,
         context: &'static str,
-        script: &ScriptInvocation<'_>,
+        script: &mut ScriptInvocation<'_>,
     ) -> Result<T> {
         let value = self
             .invoke(script)
@@ -239,5 +258,66 @@ impl Calls {
             .map_err(|e| e.into_error(context, &self.server))?;
         redis::from_redis_value(value)
             .map_err(|e| CallError::Redis(e.into()).into_error(context, &self.server))
+    }
+}
+
+/// A tag for one call: unique among this process's calls, so a reply that carries another
+/// call's tag is never taken for this one's.
+pub(crate) fn next_tag() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// The answer in a tagged reply `{tag, answer}` ([`crate::scripts::answering`]; nil when
+/// the reply is `{tag}` alone), or, if the reply is not tagged with `tag`, the reply as text
+/// for the error.
+pub(crate) fn untag(reply: Value, tag: &str) -> std::result::Result<Value, String> {
+    match reply {
+        Value::Array(mut values)
+            if values.len() <= 2
+                && matches!(values.first(), Some(Value::BulkString(echoed)) if echoed == tag.as_bytes()) =>
+        {
+            Ok(if values.len() == 2 {
+                values.swap_remove(1)
+            } else {
+                Value::Nil
+            })
+        }
+        other => Err(format!("{other:?}").chars().take(200).collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_reply_is_taken_only_with_its_own_tag() {
+        let answer = Value::Array(vec![Value::Int(1), Value::Int(42)]);
+        assert_eq!(
+            untag(Value::Array(vec![bulk("7"), answer.clone()]), "7"),
+            Ok(answer.clone())
+        );
+        assert_eq!(untag(Value::Array(vec![bulk("7")]), "7"), Ok(Value::Nil));
+        // Another call's reply (a success, say) is refused, as is anything untagged.
+        assert!(untag(Value::Array(vec![bulk("8"), answer.clone()]), "7").is_err());
+        assert!(untag(answer, "7").is_err());
+        assert!(untag(Value::Int(1), "7").is_err());
+        assert!(
+            untag(
+                Value::Array(vec![bulk("7"), Value::Int(1), Value::Int(2)]),
+                "7"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn tags_differ_from_call_to_call() {
+        assert_ne!(next_tag(), next_tag());
     }
 }

@@ -150,7 +150,7 @@ impl<I: Item> Coalescer<I> {
         }
         let count = items.len();
         let failed = move |error: CallError| vec![Err(error); count];
-        match self.calls.invoke(&call).await {
+        match self.calls.invoke(&mut call).await {
             Ok(Value::Array(values)) if values.len() == items.len() * I::REPLY_LEN => {
                 let mut values = values.into_iter();
                 (0..items.len())

@@ -7,9 +7,10 @@ use std::sync::LazyLock;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 
-use crate::scripts::HOLDER;
+use crate::calls::{CallError, next_tag, untag};
+use crate::scripts::{HOLDER, answering};
 
 #[derive(Clone)]
 pub(crate) enum Connection {
@@ -43,7 +44,8 @@ impl Connection {
         ttl_ms: u64,
         replicas: u64,
         timeout_ms: u64,
-    ) -> RedisResult<(bool, u64)> {
+    ) -> Result<(bool, u64), CallError> {
+        let tag = next_tag();
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("EVAL")
@@ -52,28 +54,44 @@ impl Connection {
             .arg(key)
             .arg(token)
             .arg(ttl_ms)
+            .arg(&tag)
             .cmd("WAIT")
             .arg(replicas)
             .arg(timeout_ms);
         let values: Vec<Value> = match self {
-            Connection::Single(connection) => pipeline.query_async(connection).await?,
+            Connection::Single(connection) => pipeline.query_async(connection).await,
             Connection::Cluster(connection) => {
                 // WAIT names no key; both go to the master of the lock's slot.
                 let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
                 connection
                     .route_pipeline(pipeline, 0, 2, SingleNodeRoutingInfo::SpecificNode(route))
-                    .await?
+                    .await
             }
+        }
+        .map_err(CallError::Redis)?;
+        let mut values = values.into_iter();
+        let confirmed = match values.next() {
+            // The confirmation's reply is tagged: one that answers another request is an
+            // error, never a confirmation.
+            Some(reply) => {
+                let reply = reply.extract_error().map_err(CallError::Redis)?;
+                let answer = untag(reply, &tag).map_err(CallError::OutOfStep)?;
+                redis::from_redis_value::<i64>(answer).map_err(|e| CallError::Redis(e.into()))?
+            }
+            None => 0,
         };
-        let mut values = values.into_iter().map(|value| {
-            // A server's error reply (a demoted master refuses WAIT) as an error, not as a
-            // value of the wrong type.
-            value
-                .extract_error()
-                .and_then(|value| Ok(redis::from_redis_value::<i64>(value)?))
-        });
-        let confirmed = values.next().transpose()?.unwrap_or(0);
-        let acknowledged = values.next().transpose()?.unwrap_or(0);
+        let acknowledged = values
+            .next()
+            .map(|value| {
+                // A server's error reply (a demoted master refuses WAIT) as an error, not as
+                // a value of the wrong type.
+                value
+                    .extract_error()
+                    .and_then(|value| Ok(redis::from_redis_value::<i64>(value)?))
+            })
+            .transpose()
+            .map_err(CallError::Redis)?
+            .unwrap_or(0);
         Ok((confirmed == 1, u64::try_from(acknowledged).unwrap_or(0)))
     }
 }
@@ -81,14 +99,14 @@ impl Connection {
 /// Sets the TTL of KEYS[1] again if it holds ARGV[1] (marked by a waiter or not); 1 if so.
 /// Sent by `EVAL` inside a pipeline, where a `NOSCRIPT` reply could not be answered.
 static CONFIRM: LazyLock<String> = LazyLock::new(|| {
-    format!(
+    answering(&format!(
         r"{HOLDER}
 if held_by(redis.call('GET', KEYS[1]), ARGV[1]) then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0
 "
-    )
+    ))
 });
 
 impl ConnectionLike for Connection {

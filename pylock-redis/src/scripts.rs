@@ -2,10 +2,27 @@
 //! and extend safe. Public so that they can be read, and benchmarked on their own. They are
 //! sent by `EVALSHA`; the `redis` crate loads a script again when the server answers
 //! `NOSCRIPT` (after `SCRIPT FLUSH` or a restart).
+//!
+//! Every script is framed by [`answering`]: its last argument is a tag of the call, and its
+//! reply is `{tag, answer}`, where `answer` is what each script's documentation describes
+//! (its `ARGV` do not include the tag). A connection matches replies to requests by their
+//! order alone; if a request is lost on the way while the connection stays up (a faulty
+//! proxy), every later reply answers the request before it, and an acquire could be handed
+//! another acquire's success. The tag makes such a reply an error, never a lock.
 
 use std::sync::LazyLock;
 
 use redis::Script;
+
+/// `body` (a script that reads its own arguments from `ARGV` and returns its answer) framed
+/// so that the caller's tag, its last argument, comes back with the answer: `{tag, answer}`
+/// (`{tag}` alone when the answer is nil). The tag is taken out of `ARGV` first, so the body
+/// sees only its own arguments.
+pub fn answering(body: &str) -> String {
+    format!(
+        "local tag = table.remove(ARGV)\nlocal function answer()\n{body}\nend\nreturn {{tag, answer()}}\n"
+    )
+}
 
 /// What a lock's value says, shared by every script that checks an owner: the owner's token,
 /// then `+` if a waiter marked the lock (its release is announced), then, if a fair holder
@@ -68,7 +85,7 @@ end";
 /// Running it again for the same tokens gives the same answers, which is what lets a batch
 /// that failed part-way (a key of another type) be retried lock by lock.
 pub static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{HOLDER}{GIVE_FENCE}
 local replies = {{}}
 local fencing = ARGV[1] == '1'
@@ -103,7 +120,7 @@ for i = 1, #KEYS / 2 do
 end
 return replies
 "
-    ))
+    )))
 });
 
 /// Acquire on a Redlock node that guards against its own restarts. KEYS: the lock. ARGV:
@@ -121,7 +138,7 @@ return replies
 /// plain search in it cost about 1.8 us of server time); a held lock is answered as by
 /// [`ACQUIRE`] for one lock, without fencing.
 pub static REDLOCK_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{HOLDER}
 local token = ARGV[1]
 local holder = redis.call('GET', KEYS[1])
@@ -150,7 +167,7 @@ if #holder == #token then
 end
 return {{0, redis.call('PTTL', KEYS[1])}}
 "
-    ))
+    )))
 });
 
 /// Release, for one lock or a batch of them. KEYS: the lock and its fair line, for each
@@ -165,7 +182,7 @@ return {{0, redis.call('PTTL', KEYS[1])}}
 /// before any write, so a batch the server refuses (a key of another type) has changed
 /// nothing and can be retried lock by lock.
 pub static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{HOLDER}{LINE}
 local held, nexts = {{}}, {{}}
 local locks = #KEYS / 2
@@ -197,7 +214,7 @@ for i = 1, locks do
 end
 return held
 "
-    ))
+    )))
 });
 
 /// Where a fair lock's line begins among the scores of its sorted set ([`line_key`]): 10^15,
@@ -259,7 +276,7 @@ pub fn waiters_in_line(key: &str) -> redis::Cmd {
 ///
 /// [`LockBackend::try_acquire_fair`]: pylock_core::LockBackend::try_acquire_fair
 pub static FAIR_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{HOLDER}{GIVE_FENCE}{LINE}
 local lock, fence, line = KEYS[1], KEYS[2], KEYS[3]
 local fencing, token, ttl = ARGV[1] == '1', ARGV[2], ARGV[3]
@@ -336,7 +353,7 @@ if fencing then
 end
 return {{1, given}}
 "
-    ))
+    )))
 });
 
 /// Leaving the line of a fair lock. KEYS: the lock, its line. ARGV: the token, the notice
@@ -344,7 +361,7 @@ return {{1, given}}
 /// announces it to the next in line (the one leaving may have been woken for it); if the
 /// holder's value names the one leaving as the next, names the new first in line instead.
 pub static LEAVE_QUEUE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{LINE}
 local token = ARGV[1]
 redis.call('ZREM', KEYS[2], 'p' .. token, 'd' .. token)
@@ -365,7 +382,7 @@ elseif #holder > #token and string.sub(holder, -#token - 1) == '+' .. token then
 end
 return 1
 "
-    ))
+    )))
 });
 
 /// Extend. KEYS: lock, its fence counter. ARGV: token, TTL in ms.
@@ -374,7 +391,7 @@ return 1
 /// its fence counter (so that `inspect` shows the fence for as long as the lock is held).
 /// Replies 1 if we held it.
 pub static EXTEND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{HOLDER}
 if held_by(redis.call('GET', KEYS[1]), ARGV[1]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -382,7 +399,7 @@ if held_by(redis.call('GET', KEYS[1]), ARGV[1]) then
 end
 return 0
 "
-    ))
+    )))
 });
 
 /// Whether the value at a key is a lock of ours: a string of 32 lowercase hex digits (an
@@ -423,7 +440,7 @@ end
 /// a held one (fence 0 when fencing is off or unknown), or `{-1, what}` for a key that holds
 /// something else. For operators only: the answer may be stale when it arrives.
 pub static INSPECT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{SHAPE}
 local refused = not_held(KEYS[1])
 if refused then
@@ -431,7 +448,7 @@ if refused then
 end
 return {{1, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or '0')}}
 "
-    ))
+    )))
 });
 
 /// Forced release. KEYS: lock, its fair line. ARGV: notice channel.
@@ -440,7 +457,7 @@ return {{1, redis.call('PTTL', KEYS[1]), tonumber(redis.call('GET', KEYS[2]) or 
 /// holds a lock of ours. Replies `{1}` if there was a lock, `{0}` if not, `{-1, what}` for a
 /// key that holds something else, which is left alone.
 pub static FORCE_RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
+    Script::new(&answering(&format!(
         r"{SHAPE}{LINE}
 local refused = not_held(KEYS[1])
 if refused then
@@ -450,7 +467,7 @@ redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[1], first_in_line(KEYS[2]) or '')
 return {{1}}
 "
-    ))
+    )))
 });
 
 #[cfg(test)]
