@@ -9,7 +9,7 @@ use crate::config::MemcacheConfig;
 use crate::connection::Connection;
 use crate::errors::refused;
 use crate::keys::encode;
-use crate::protocol::{self, Response};
+use crate::protocol::{self, Request, Response};
 
 /// memcached reads an expiry over 30 days as a Unix timestamp, not a duration.
 pub(crate) const MAX_EXPIRY_SECS: u64 = 30 * 24 * 60 * 60;
@@ -82,7 +82,7 @@ impl MemcacheBackend {
     ///
     /// [`pylock_core::Error::Unavailable`] when the server cannot be reached.
     pub async fn ping(&self, key: &str) -> Result<()> {
-        self.call(&encode(key), protocol::noop(), 1).await.map(drop)
+        self.call(&encode(key), &protocol::noop()).await.map(drop)
     }
 
     /// The server of `key`: a jump consistent hash (Lamping and Veach) of the key's FNV-1a
@@ -106,13 +106,13 @@ impl MemcacheBackend {
     /// Sends a request for the (encoded) key `key`. A connection that dropped under the call
     /// is replaced and the call tried once more: every operation here is safe to repeat (see
     /// the Redis backend for the reasoning; a repeated release reports a lost lock).
-    async fn call(&self, key: &str, bytes: Vec<u8>, responses: usize) -> Result<Vec<Response>> {
+    async fn call(&self, key: &str, request: &Request) -> Result<Vec<Response>> {
         let server = self.server(key);
-        let first = server.call(bytes.clone(), responses).await;
+        let first = server.call(request).await;
         let responses = match first {
             Err(error) if error.is_transient() && !is_timeout(&error) => {
                 tracing::debug!(%error, "pylock: memcached connection dropped, retrying once");
-                server.call(bytes, responses).await?
+                server.call(request).await?
             }
             other => other?,
         };
@@ -126,7 +126,7 @@ impl MemcacheBackend {
 
     /// The item's value and CAS id if it holds `token`.
     async fn owned_cas(&self, key: &str, token: &str) -> Result<Option<u64>> {
-        let responses = self.call(key, protocol::get_with_cas(key), 1).await?;
+        let responses = self.call(key, &protocol::get_with_cas(key)).await?;
         Ok(match responses.first() {
             Some(Response::Value {
                 data,
@@ -168,7 +168,7 @@ impl LockBackend for MemcacheBackend {
         let key = encode(key);
         let token = token.to_hex();
         let responses = self
-            .call(&key, protocol::add_then_get(&key, &token, ttl_secs(ttl)), 2)
+            .call(&key, &protocol::add_then_get(&key, &token, ttl_secs(ttl)))
             .await?;
         match responses.as_slice() {
             [Response::Stored, _] => Ok(Attempt::Acquired { fence: None }),
@@ -196,9 +196,7 @@ impl LockBackend for MemcacheBackend {
         let Some(cas) = self.owned_cas(&key, &token.to_hex()).await? else {
             return Ok(false);
         };
-        let responses = self
-            .call(&key, protocol::delete_if_cas(&key, cas), 1)
-            .await?;
+        let responses = self.call(&key, &protocol::delete_if_cas(&key, cas)).await?;
         match responses.as_slice() {
             [Response::Stored] => Ok(true),
             // Changed (EX) or gone (NF) since we read it: not ours to delete any more.
@@ -214,7 +212,7 @@ impl LockBackend for MemcacheBackend {
 
     async fn inspect(&self, key: &str) -> Result<Option<Holder>> {
         let key = encode(key);
-        let responses = self.call(&key, protocol::get_with_ttl(&key), 1).await?;
+        let responses = self.call(&key, &protocol::get_with_ttl(&key)).await?;
         match responses.as_slice() {
             [Response::Value { data, ttl, .. }] => {
                 check_lock_shape(&key, data, *ttl)?;
@@ -228,7 +226,7 @@ impl LockBackend for MemcacheBackend {
     async fn force_release(&self, key: &str) -> Result<bool> {
         let key = encode(key);
         let responses = self
-            .call(&key, protocol::get_with_cas_and_ttl(&key), 1)
+            .call(&key, &protocol::get_with_cas_and_ttl(&key))
             .await?;
         let cas = match responses.as_slice() {
             [Response::Value { data, cas, ttl }] => {
@@ -240,9 +238,7 @@ impl LockBackend for MemcacheBackend {
         };
         // Deleted only if the item is still the lock just checked: a new holder's lock, set
         // in between, is released by nobody but its owner.
-        let responses = self
-            .call(&key, protocol::delete_if_cas(&key, cas), 1)
-            .await?;
+        let responses = self.call(&key, &protocol::delete_if_cas(&key, cas)).await?;
         match responses.as_slice() {
             [Response::Stored] => Ok(true),
             [Response::NotFound | Response::Exists] => Ok(false),
@@ -277,11 +273,15 @@ impl MemcacheBackend {
             return Ok(false);
         };
         let responses = self
-            .call(key, protocol::set_if_cas(key, token, ttl_secs(ttl), cas), 1)
+            .call(key, &protocol::set_if_cas(key, token, ttl_secs(ttl), cas))
             .await?;
+        // The second response answers the `mg` that carries the request's tag.
         match responses.as_slice() {
-            [Response::Stored] => Ok(true),
-            [Response::Exists | Response::NotFound | Response::NotStored] => Ok(false),
+            [Response::Stored, _] => Ok(true),
+            [
+                Response::Exists | Response::NotFound | Response::NotStored,
+                _,
+            ] => Ok(false),
             other => Err(unexpected(self, key, other)),
         }
     }

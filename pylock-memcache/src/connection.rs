@@ -5,8 +5,16 @@
 //! waits for how many responses; a reader task hands responses out in the same order. Nothing
 //! here blocks the executor. A connection that fails is dropped, its waiting callers get an
 //! error, and the next call connects again.
+//!
+//! Matching by order alone would go wrong if a request were lost on the way while the
+//! connection stayed up (a faulty proxy): every later response would answer the request
+//! before it, and an acquire could take another's "stored" for its own. So each request
+//! carries a tag of its own in its last command, which memcached echoes (see the protocol
+//! module), and a response that carries another tag, or none where one is due, ends the
+//! connection: its callers get an error, never another request's answer.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pylock_core::Result;
@@ -18,15 +26,17 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::errors::{protocol, timed_out, unavailable};
-use crate::protocol::{ProtocolError, Response, parse};
+use crate::protocol::{ProtocolError, Request, Response, Tagged, parse};
 
 /// The most bytes the writer sends in one write when requests queue up.
 const MAX_BATCH: usize = 64 * 1024;
 
-/// A caller's request: the bytes, how many responses they produce, and where they go.
-struct Request {
+/// A caller's request: the bytes, how many responses they produce, the tag the last one
+/// must carry, and where they go.
+struct Queued {
     bytes: Vec<u8>,
     responses: usize,
+    tag: Option<u64>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -43,6 +53,7 @@ enum Ended {
 /// A request written to the socket and not yet fully answered.
 struct Pending {
     responses: usize,
+    tag: Option<u64>,
     received: Vec<Response>,
     reply: oneshot::Sender<Reply>,
 }
@@ -64,9 +75,11 @@ pub(crate) struct Connection {
     timeouts: Timeouts,
     /// The live connection's request queue, one per runtime that uses this server: its
     /// tasks run on that runtime (see [`PerRuntime`]).
-    live: PerRuntime<mpsc::UnboundedSender<Request>>,
+    live: PerRuntime<mpsc::UnboundedSender<Queued>>,
     /// Held while a connection is made, so that concurrent first calls make one.
     connecting: tokio::sync::Mutex<()>,
+    /// The next request's tag.
+    next_tag: AtomicU64,
 }
 
 impl Connection {
@@ -76,6 +89,7 @@ impl Connection {
             timeouts,
             live: PerRuntime::new(),
             connecting: tokio::sync::Mutex::new(()),
+            next_tag: AtomicU64::new(1),
         }
     }
 
@@ -84,18 +98,20 @@ impl Connection {
         &self.addr
     }
 
-    /// Sends `bytes`, which produce `responses` responses, and waits for them.
+    /// Sends `request`, tagged, and waits for its responses.
     ///
     /// # Errors
     ///
-    /// [`Error::Unavailable`] if the server cannot be reached, the connection drops, or the
-    /// answer takes longer than the response timeout.
-    pub(crate) async fn call(&self, bytes: Vec<u8>, responses: usize) -> Result<Vec<Response>> {
+    /// [`Error::Unavailable`] if the server cannot be reached, the connection drops or gets
+    /// out of step, or the answer takes longer than the response timeout.
+    pub(crate) async fn call(&self, request: &Request) -> Result<Vec<Response>> {
         let sender = self.sender().await?;
         let (reply, answer) = oneshot::channel();
-        let request = Request {
+        let (bytes, tag) = request.bytes(self.next_tag.fetch_add(1, Ordering::Relaxed));
+        let request = Queued {
             bytes,
-            responses,
+            responses: request.responses,
+            tag,
             reply,
         };
         if sender.send(request).is_err() {
@@ -120,7 +136,7 @@ impl Connection {
     }
 
     /// The live connection's request queue, connecting first if there is none.
-    async fn sender(&self) -> Result<mpsc::UnboundedSender<Request>> {
+    async fn sender(&self) -> Result<mpsc::UnboundedSender<Queued>> {
         let live = || self.live.get().filter(|s| !s.is_closed());
         if let Some(sender) = live() {
             return Ok(sender);
@@ -148,7 +164,7 @@ impl Connection {
     }
 
     /// Drops the connection `sender` belongs to, if it is still the current one.
-    async fn forget(&self, sender: &mpsc::UnboundedSender<Request>) {
+    async fn forget(&self, sender: &mpsc::UnboundedSender<Queued>) {
         self.live.forget_all_if(|live| live.same_channel(sender));
     }
 }
@@ -156,7 +172,7 @@ impl Connection {
 /// Sends queued requests, several per write when they pile up.
 async fn write(
     mut writer: OwnedWriteHalf,
-    mut requests: mpsc::UnboundedReceiver<Request>,
+    mut requests: mpsc::UnboundedReceiver<Queued>,
     queue: Queue,
 ) {
     let mut batch = Vec::with_capacity(4096);
@@ -174,6 +190,7 @@ async fn write(
                 }
                 in_flight.pending.push_back(Pending {
                     responses: request.responses,
+                    tag: request.tag,
                     received: Vec::with_capacity(request.responses),
                     reply: request.reply,
                 });
@@ -217,12 +234,9 @@ async fn read(mut reader: OwnedReadHalf, queue: Queue, addr: String) {
             match parse(&buffer[start..]) {
                 Ok(Some((response, used))) => {
                     start += used;
-                    if !deliver(&queue, response) {
-                        fail_all(
-                            &queue,
-                            Ended::Protocol(ProtocolError("a response nobody asked for".into())),
-                        );
-                        tracing::warn!(%addr, "pylock: memcached sent an unrequested response");
+                    if let Err(ended) = deliver(&queue, response) {
+                        tracing::warn!(%addr, ?ended, "pylock: memcached connection out of step");
+                        fail_all(&queue, ended);
                         return;
                     }
                 }
@@ -238,12 +252,24 @@ async fn read(mut reader: OwnedReadHalf, queue: Queue, addr: String) {
     }
 }
 
-/// Gives `response` to the oldest pending request; false if there is none.
-fn deliver(queue: &Queue, response: Response) -> bool {
+/// Gives `response` to the oldest pending request, if it answers that request: only its last
+/// response carries a tag, and that is the request's own. Otherwise (or if no request is
+/// pending) the connection is out of step, and this says why.
+fn deliver(queue: &Queue, (response, tag): Tagged) -> std::result::Result<(), Ended> {
     let mut in_flight = lock(queue);
     let Some(front) = in_flight.pending.front_mut() else {
-        return false;
+        return Err(Ended::Protocol(ProtocolError(
+            "a response nobody asked for".into(),
+        )));
     };
+    let last = front.received.len() + 1 == front.responses;
+    if tag != if last { front.tag } else { None } {
+        return Err(Ended::Dropped(format!(
+            "a response to another request (tag {tag:?} where {:?} was due): a request was \
+             lost on the way, so the connection is replaced",
+            front.tag.filter(|_| last)
+        )));
+    }
     front.received.push(response);
     if front.received.len() == front.responses
         && let Some(done) = in_flight.pending.pop_front()
@@ -251,7 +277,7 @@ fn deliver(queue: &Queue, response: Response) -> bool {
         // The caller may have given up (timeout); that is fine.
         let _ = done.reply.send(Ok(done.received));
     }
-    true
+    Ok(())
 }
 
 /// Ends the connection: every request in flight, and every later one, fails with `ended`.
@@ -266,4 +292,60 @@ fn fail_all(queue: &Queue, ended: Ended) {
 fn lock(queue: &Queue) -> std::sync::MutexGuard<'_, InFlight> {
     // Each critical section is one push, pop or drain: a panic cannot leave it half done.
     queue.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(queue: &Queue, responses: usize, tag: Option<u64>) -> oneshot::Receiver<Reply> {
+        let (reply, answer) = oneshot::channel();
+        lock(queue).pending.push_back(Pending {
+            responses,
+            tag,
+            received: Vec::new(),
+            reply,
+        });
+        answer
+    }
+
+    #[test]
+    fn responses_go_to_the_request_they_answer() {
+        let queue = Queue::default();
+        let mut acquire = pending(&queue, 2, Some(7));
+        let mut ping = pending(&queue, 1, None);
+        assert!(deliver(&queue, (Response::Stored, None)).is_ok());
+        assert!(deliver(&queue, (Response::Miss, Some(7))).is_ok());
+        assert!(deliver(&queue, (Response::Noop, None)).is_ok());
+        assert_eq!(
+            acquire.try_recv().ok().and_then(Result::ok),
+            Some(vec![Response::Stored, Response::Miss])
+        );
+        assert_eq!(
+            ping.try_recv().ok().and_then(Result::ok),
+            Some(vec![Response::Noop])
+        );
+    }
+
+    #[test]
+    fn a_response_to_a_later_request_is_refused() {
+        // The request tagged 1 was lost on the way; the responses to the one tagged 2 come
+        // back while it is still the oldest pending: its caller must not get them.
+        let queue = Queue::default();
+        let _lost = pending(&queue, 2, Some(1));
+        let _next = pending(&queue, 2, Some(2));
+        assert!(deliver(&queue, (Response::Stored, None)).is_ok());
+        assert!(matches!(
+            deliver(&queue, (Response::Miss, Some(2))),
+            Err(Ended::Dropped(_))
+        ));
+        // A tag where none is due (the last response of an untagged request, or an earlier
+        // one of a tagged request) is refused too.
+        let queue = Queue::default();
+        let _ping = pending(&queue, 1, None);
+        assert!(deliver(&queue, (Response::Stored, Some(3))).is_err());
+        let queue = Queue::default();
+        let _two = pending(&queue, 2, Some(4));
+        assert!(deliver(&queue, (Response::Stored, Some(4))).is_err());
+    }
 }

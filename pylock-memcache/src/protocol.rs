@@ -6,6 +6,12 @@
 //! (memcached 1.6's "avoid stale data" rule, whatever the mode), so a contender's failed `ms`
 //! in add mode would delete the holder's lock, and a holder's failed extend its own. The
 //! classic `add` and `cas` leave the item in place when they fail that way.
+//!
+//! Every request but the no-op ends with a meta command, which carries the request's tag
+//! (the `O` flag; memcached echoes it in that command's response): a connection hands
+//! responses out by their order alone, and if a request is lost on the way while the
+//! connection stays up, every later response would answer the request before it. The tag
+//! makes that an error instead (see the connection module).
 
 use std::fmt;
 
@@ -35,6 +41,36 @@ pub(crate) enum Response {
     Error(String),
 }
 
+/// A request: its text, without the line end of its last command, and how many responses it
+/// produces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Request {
+    text: String,
+    pub(crate) responses: usize,
+    /// Whether the last command takes a tag (every one but `mn`).
+    tagged: bool,
+}
+
+impl Request {
+    fn tagged(text: String, responses: usize) -> Self {
+        Request {
+            text,
+            responses,
+            tagged: true,
+        }
+    }
+
+    /// The bytes to send, the last command tagged with `tag` if it takes one; the tag its
+    /// last response must carry.
+    pub(crate) fn bytes(&self, tag: u64) -> (Vec<u8>, Option<u64>) {
+        if self.tagged {
+            (format!("{} O{tag}\r\n", self.text).into_bytes(), Some(tag))
+        } else {
+            (format!("{}\r\n", self.text).into_bytes(), None)
+        }
+    }
+}
+
 /// The server sent something this client cannot read: the connection is out of step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProtocolError(pub(crate) String);
@@ -47,9 +83,13 @@ impl fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
+/// One response and the tag it carries (meta responses to a tagged command; classic ones
+/// carry none).
+pub(crate) type Tagged = (Response, Option<u64>);
+
 /// Parses one response from the front of `buf`: `Ok(None)` if it is not complete yet,
-/// otherwise the response and how many bytes it took.
-pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Response, usize)>, ProtocolError> {
+/// otherwise the response, its tag, and how many bytes it took.
+pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Tagged, usize)>, ProtocolError> {
     let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
         if buf.len() > 8192 {
             return Err(ProtocolError("a response line over 8 KiB".into()));
@@ -60,7 +100,18 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Response, usize)>, ProtocolErr
         .map_err(|_| ProtocolError("a response line that is not UTF-8".into()))?;
     let consumed = end + 2;
     let mut words = line.split(' ');
-    let response = match words.next().unwrap_or_default() {
+    let code = words.next().unwrap_or_default();
+    let size = if code == "VA" { words.next() } else { None };
+    let (mut tag, mut cas, mut ttl) = (None, None, None);
+    for flag in words {
+        match flag.split_at_checked(1) {
+            Some(("O", v)) => tag = v.parse().ok(),
+            Some(("c", v)) => cas = v.parse().ok(),
+            Some(("t", v)) => ttl = v.parse().ok(),
+            _ => {}
+        }
+    }
+    let response = match code {
         "HD" | "STORED" => Response::Stored,
         "NS" | "NOT_STORED" => Response::NotStored,
         "EX" | "EXISTS" => Response::Exists,
@@ -69,18 +120,9 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Response, usize)>, ProtocolErr
         "MN" => Response::Noop,
         "ERROR" | "CLIENT_ERROR" | "SERVER_ERROR" => Response::Error(line.to_owned()),
         "VA" => {
-            let size: usize = words
-                .next()
+            let size: usize = size
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| ProtocolError(line.to_owned()))?;
-            let (mut cas, mut ttl) = (None, None);
-            for flag in words {
-                match flag.split_at_checked(1) {
-                    Some(("c", v)) => cas = v.parse().ok(),
-                    Some(("t", v)) => ttl = v.parse().ok(),
-                    _ => {}
-                }
-            }
             if buf.len() < consumed + size + 2 {
                 return Ok(None);
             }
@@ -89,91 +131,124 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Option<(Response, usize)>, ProtocolErr
             }
             let data = buf[consumed..consumed + size].to_vec();
             return Ok(Some((
-                Response::Value { data, cas, ttl },
+                (Response::Value { data, cas, ttl }, tag),
                 consumed + size + 2,
             )));
         }
         _ => return Err(ProtocolError(line.to_owned())),
     };
-    Ok(Some((response, consumed)))
+    Ok(Some(((response, tag), consumed)))
 }
 
 /// Classic `add` (store only if absent), then `mg` of the same key for its value and TTL:
 /// two responses in one round trip.
-pub(crate) fn add_then_get(key: &str, value: &str, ttl_secs: u64) -> Vec<u8> {
-    format!(
-        "add {key} 0 {ttl_secs} {}\r\n{value}\r\nmg {key} v t\r\n",
-        value.len()
+pub(crate) fn add_then_get(key: &str, value: &str, ttl_secs: u64) -> Request {
+    Request::tagged(
+        format!(
+            "add {key} 0 {ttl_secs} {}\r\n{value}\r\nmg {key} v t",
+            value.len()
+        ),
+        2,
     )
-    .into_bytes()
 }
 
 /// `mg` for value and CAS.
-pub(crate) fn get_with_cas(key: &str) -> Vec<u8> {
-    format!("mg {key} v c\r\n").into_bytes()
+pub(crate) fn get_with_cas(key: &str) -> Request {
+    Request::tagged(format!("mg {key} v c"), 1)
 }
 
 /// `md` only if the CAS still matches.
-pub(crate) fn delete_if_cas(key: &str, cas: u64) -> Vec<u8> {
-    format!("md {key} C{cas}\r\n").into_bytes()
+pub(crate) fn delete_if_cas(key: &str, cas: u64) -> Request {
+    Request::tagged(format!("md {key} C{cas}"), 1)
 }
 
-/// Classic `cas`: store with a new TTL, only if the CAS still matches.
-pub(crate) fn set_if_cas(key: &str, value: &str, ttl_secs: u64, cas: u64) -> Vec<u8> {
-    format!(
-        "cas {key} 0 {ttl_secs} {} {cas}\r\n{value}\r\n",
-        value.len()
+/// Classic `cas`: store with a new TTL, only if the CAS still matches; then a bare `mg` of
+/// the key, which only carries the tag (`cas` takes none): two responses.
+pub(crate) fn set_if_cas(key: &str, value: &str, ttl_secs: u64, cas: u64) -> Request {
+    Request::tagged(
+        format!(
+            "cas {key} 0 {ttl_secs} {} {cas}\r\n{value}\r\nmg {key}",
+            value.len()
+        ),
+        2,
     )
-    .into_bytes()
 }
 
 /// `mg` for value and remaining TTL.
-pub(crate) fn get_with_ttl(key: &str) -> Vec<u8> {
-    format!("mg {key} v t\r\n").into_bytes()
+pub(crate) fn get_with_ttl(key: &str) -> Request {
+    Request::tagged(format!("mg {key} v t"), 1)
 }
 
 /// `mg` for value, CAS and remaining TTL.
-pub(crate) fn get_with_cas_and_ttl(key: &str) -> Vec<u8> {
-    format!("mg {key} v c t\r\n").into_bytes()
+pub(crate) fn get_with_cas_and_ttl(key: &str) -> Request {
+    Request::tagged(format!("mg {key} v c t"), 1)
 }
 
-/// `mn`: a no-op round trip.
-pub(crate) fn noop() -> Vec<u8> {
-    b"mn\r\n".to_vec()
+/// `mn`: a no-op round trip (it takes no tag).
+pub(crate) fn noop() -> Request {
+    Request {
+        text: "mn".to_owned(),
+        responses: 1,
+        tagged: false,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn untagged(response: Response, used: usize) -> Result<Option<(Tagged, usize)>, ProtocolError> {
+        Ok(Some(((response, None), used)))
+    }
+
     #[test]
     fn parses_each_kind() {
-        assert_eq!(parse(b"HD\r\n"), Ok(Some((Response::Stored, 4))));
-        assert_eq!(parse(b"NS\r\nxx"), Ok(Some((Response::NotStored, 4))));
-        assert_eq!(parse(b"EN\r\n"), Ok(Some((Response::Miss, 4))));
-        assert_eq!(parse(b"STORED\r\n"), Ok(Some((Response::Stored, 8))));
-        assert_eq!(
-            parse(b"NOT_STORED\r\n"),
-            Ok(Some((Response::NotStored, 12)))
-        );
-        assert_eq!(parse(b"EXISTS\r\n"), Ok(Some((Response::Exists, 8))));
-        assert_eq!(parse(b"NOT_FOUND\r\n"), Ok(Some((Response::NotFound, 11))));
+        assert_eq!(parse(b"HD\r\n"), untagged(Response::Stored, 4));
+        assert_eq!(parse(b"NS\r\nxx"), untagged(Response::NotStored, 4));
+        assert_eq!(parse(b"EN\r\n"), untagged(Response::Miss, 4));
+        assert_eq!(parse(b"STORED\r\n"), untagged(Response::Stored, 8));
+        assert_eq!(parse(b"NOT_STORED\r\n"), untagged(Response::NotStored, 12));
+        assert_eq!(parse(b"EXISTS\r\n"), untagged(Response::Exists, 8));
+        assert_eq!(parse(b"NOT_FOUND\r\n"), untagged(Response::NotFound, 11));
         assert_eq!(
             parse(b"VA 5 t10 c7\r\nhello\r\nHD\r\n"),
-            Ok(Some((
+            untagged(
                 Response::Value {
                     data: b"hello".to_vec(),
                     cas: Some(7),
                     ttl: Some(10)
                 },
                 20
-            )))
+            )
         );
         assert_eq!(
             parse(b"SERVER_ERROR out of memory\r\n"),
+            untagged(Response::Error("SERVER_ERROR out of memory".into()), 28)
+        );
+    }
+
+    #[test]
+    fn meta_responses_carry_their_tag() {
+        assert_eq!(
+            parse(b"HD O55\r\n"),
+            Ok(Some(((Response::Stored, Some(55)), 8)))
+        );
+        assert_eq!(
+            parse(b"EN O123 knokey\r\n"),
+            Ok(Some(((Response::Miss, Some(123)), 16)))
+        );
+        assert_eq!(
+            parse(b"VA 2 O77 c3\r\nhi\r\n"),
             Ok(Some((
-                Response::Error("SERVER_ERROR out of memory".into()),
-                28
+                (
+                    Response::Value {
+                        data: b"hi".to_vec(),
+                        cas: Some(3),
+                        ttl: None
+                    },
+                    Some(77)
+                ),
+                17
             )))
         );
     }
@@ -193,15 +268,19 @@ mod tests {
     }
 
     #[test]
-    fn requests() {
+    fn requests_tag_their_last_command() {
         assert_eq!(
-            add_then_get("k", "tok", 3),
-            b"add k 0 3 3\r\ntok\r\nmg k v t\r\n".to_vec()
+            add_then_get("k", "tok", 3).bytes(9),
+            (b"add k 0 3 3\r\ntok\r\nmg k v t O9\r\n".to_vec(), Some(9))
         );
-        assert_eq!(delete_if_cas("k", 9), b"md k C9\r\n".to_vec());
         assert_eq!(
-            set_if_cas("k", "tok", 5, 9),
-            b"cas k 0 5 3 9\r\ntok\r\n".to_vec()
+            delete_if_cas("k", 9).bytes(1),
+            (b"md k C9 O1\r\n".to_vec(), Some(1))
         );
+        assert_eq!(
+            set_if_cas("k", "tok", 5, 9).bytes(2),
+            (b"cas k 0 5 3 9\r\ntok\r\nmg k O2\r\n".to_vec(), Some(2))
+        );
+        assert_eq!(noop().bytes(3), (b"mn\r\n".to_vec(), None));
     }
 }
