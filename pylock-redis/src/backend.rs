@@ -18,6 +18,7 @@ use crate::keys::{INTERNAL_SUFFIXES, fence_key, is_internal, line_key, notice_ch
 use crate::notices::Notices;
 use crate::scripts::{
     ACQUIRE, EXTEND, FAIR_ACQUIRE, FORCE_RELEASE, INSPECT, LEAVE_QUEUE, REDLOCK_ACQUIRE, RELEASE,
+    next_tag, untag,
 };
 
 /// Acquires (and releases) of one backend that may be in flight before further ones are
@@ -178,7 +179,8 @@ impl RedisBackend {
             .map_err(|e| e.into_error(context, server))?;
         let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
         let limit = wait.timeout.saturating_add(self.calls.limit());
-        let (confirmed, acknowledged) = match tokio::time::timeout(
+        let tag = next_tag();
+        let (confirmation, acknowledged) = match tokio::time::timeout(
             limit,
             connection.confirm_and_wait(
                 key,
@@ -186,18 +188,26 @@ impl RedisBackend {
                 millis(ttl),
                 wait.replicas,
                 timeout_ms,
+                &tag,
             ),
         )
         .await
         {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
-                if matches!(e, CallError::OutOfStep(_)) {
-                    self.calls.discard(generation);
-                }
-                return Err(e.into_error(context, server));
-            }
+            Ok(Err(e)) => return Err(CallError::Redis(e).into_error(context, server)),
             Err(_) => return Err(timed_out(context, server, limit)),
+        };
+        // A confirmation that answers another request is an error, never a confirmation.
+        let confirmed = match untag(confirmation, &tag) {
+            Ok(answer) => {
+                redis::from_redis_value::<i64>(answer)
+                    .map_err(|e| CallError::Redis(e.into()).into_error(context, server))?
+                    == 1
+            }
+            Err(reply) => {
+                self.calls.discard(generation);
+                return Err(CallError::OutOfStep(reply).into_error(context, server));
+            }
         };
         let shortfall = if !confirmed {
             format!("the master at {server} does not have the lock (lost in a failover?)")

@@ -12,7 +12,6 @@
 //! It lives behind an `Arc` so that batches of coalesced calls (see [`crate::coalesce`]) can
 //! be sent from their own tasks.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use pylock_core::raw::PerRuntime;
@@ -26,6 +25,7 @@ use redis::{RedisError, ScriptInvocation, Value};
 use crate::config::{RedisConfig, Servers};
 use crate::connection::Connection;
 use crate::errors::{from_redis, timed_out};
+use crate::scripts::{next_tag, untag};
 
 pub(crate) struct Calls {
     connector: Connector,
@@ -258,66 +258,5 @@ impl Calls {
             .map_err(|e| e.into_error(context, &self.server))?;
         redis::from_redis_value(value)
             .map_err(|e| CallError::Redis(e.into()).into_error(context, &self.server))
-    }
-}
-
-/// A tag for one call: unique among this process's calls, so a reply that carries another
-/// call's tag is never taken for this one's.
-pub(crate) fn next_tag() -> String {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
-}
-
-/// The answer in a tagged reply `{tag, answer}` ([`crate::scripts::answering`]; nil when
-/// the reply is `{tag}` alone), or, if the reply is not tagged with `tag`, the reply as text
-/// for the error.
-pub(crate) fn untag(reply: Value, tag: &str) -> std::result::Result<Value, String> {
-    match reply {
-        Value::Array(mut values)
-            if values.len() <= 2
-                && matches!(values.first(), Some(Value::BulkString(echoed)) if echoed == tag.as_bytes()) =>
-        {
-            Ok(if values.len() == 2 {
-                values.swap_remove(1)
-            } else {
-                Value::Nil
-            })
-        }
-        other => Err(format!("{other:?}").chars().take(200).collect()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn bulk(text: &str) -> Value {
-        Value::BulkString(text.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn a_reply_is_taken_only_with_its_own_tag() {
-        let answer = Value::Array(vec![Value::Int(1), Value::Int(42)]);
-        assert_eq!(
-            untag(Value::Array(vec![bulk("7"), answer.clone()]), "7"),
-            Ok(answer.clone())
-        );
-        assert_eq!(untag(Value::Array(vec![bulk("7")]), "7"), Ok(Value::Nil));
-        // Another call's reply (a success, say) is refused, as is anything untagged.
-        assert!(untag(Value::Array(vec![bulk("8"), answer.clone()]), "7").is_err());
-        assert!(untag(answer, "7").is_err());
-        assert!(untag(Value::Int(1), "7").is_err());
-        assert!(
-            untag(
-                Value::Array(vec![bulk("7"), Value::Int(1), Value::Int(2)]),
-                "7"
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn tags_differ_from_call_to_call() {
-        assert_ne!(next_tag(), next_tag());
     }
 }

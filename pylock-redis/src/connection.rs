@@ -7,9 +7,8 @@ use std::sync::LazyLock;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
-use redis::{Cmd, Pipeline, RedisFuture, Value};
+use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
-use crate::calls::{CallError, next_tag, untag};
 use crate::scripts::{HOLDER, answering};
 
 #[derive(Clone)]
@@ -31,8 +30,9 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// On the server that holds `key` now, in one pipeline on one connection: confirm that
     /// `key` still holds `token` (setting its TTL again, a write of this connection's), then
-    /// `WAIT numreplicas timeout`. Returns whether the lock is there, and how many replicas
-    /// acknowledged the connection's writes, that one included.
+    /// `WAIT numreplicas timeout`. Returns the confirmation's reply, tagged with `tag`
+    /// ([`answering`]: `{tag, 1}` if the lock is there), and how many replicas acknowledged
+    /// the connection's writes, that one included.
     ///
     /// Both go to the same node in order, so a slot map that changed since the lock was
     /// written cannot make `WAIT` vouch for a node that does not have the lock: that node
@@ -44,8 +44,8 @@ impl Connection {
         ttl_ms: u64,
         replicas: u64,
         timeout_ms: u64,
-    ) -> Result<(bool, u64), CallError> {
-        let tag = next_tag();
+        tag: &str,
+    ) -> RedisResult<(Value, u64)> {
         let mut pipeline = redis::pipe();
         pipeline
             .cmd("EVAL")
@@ -54,45 +54,29 @@ impl Connection {
             .arg(key)
             .arg(token)
             .arg(ttl_ms)
-            .arg(&tag)
+            .arg(tag)
             .cmd("WAIT")
             .arg(replicas)
             .arg(timeout_ms);
         let values: Vec<Value> = match self {
-            Connection::Single(connection) => pipeline.query_async(connection).await,
+            Connection::Single(connection) => pipeline.query_async(connection).await?,
             Connection::Cluster(connection) => {
                 // WAIT names no key; both go to the master of the lock's slot.
                 let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
                 connection
                     .route_pipeline(pipeline, 0, 2, SingleNodeRoutingInfo::SpecificNode(route))
-                    .await
+                    .await?
             }
-        }
-        .map_err(CallError::Redis)?;
-        let mut values = values.into_iter();
-        let confirmed = match values.next() {
-            // The confirmation's reply is tagged: one that answers another request is an
-            // error, never a confirmation.
-            Some(reply) => {
-                let reply = reply.extract_error().map_err(CallError::Redis)?;
-                let answer = untag(reply, &tag).map_err(CallError::OutOfStep)?;
-                redis::from_redis_value::<i64>(answer).map_err(|e| CallError::Redis(e.into()))?
-            }
+        };
+        // A server's error reply (a demoted master refuses WAIT) as an error, not as a value
+        // of the wrong type.
+        let mut values = values.into_iter().map(Value::extract_error);
+        let confirmation = values.next().transpose()?.unwrap_or(Value::Nil);
+        let acknowledged = match values.next().transpose()? {
+            Some(value) => redis::from_redis_value::<i64>(value)?,
             None => 0,
         };
-        let acknowledged = values
-            .next()
-            .map(|value| {
-                // A server's error reply (a demoted master refuses WAIT) as an error, not as
-                // a value of the wrong type.
-                value
-                    .extract_error()
-                    .and_then(|value| Ok(redis::from_redis_value::<i64>(value)?))
-            })
-            .transpose()
-            .map_err(CallError::Redis)?
-            .unwrap_or(0);
-        Ok((confirmed == 1, u64::try_from(acknowledged).unwrap_or(0)))
+        Ok((confirmation, u64::try_from(acknowledged).unwrap_or(0)))
     }
 }
 

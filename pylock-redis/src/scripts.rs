@@ -11,8 +11,9 @@
 //! another acquire's success. The tag makes such a reply an error, never a lock.
 
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use redis::Script;
+use redis::{Script, Value};
 
 /// `body` (a script that reads its own arguments from `ARGV` and returns its answer) framed
 /// so that the caller's tag, its last argument, comes back with the answer: `{tag, answer}`
@@ -22,6 +23,32 @@ pub fn answering(body: &str) -> String {
     format!(
         "local tag = table.remove(ARGV)\nlocal function answer()\n{body}\nend\nreturn {{tag, answer()}}\n"
     )
+}
+
+/// A tag for one call: unique among this process's calls, so a reply that carries another
+/// call's tag is never taken for this one's.
+pub(crate) fn next_tag() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed).to_string()
+}
+
+/// The answer in a tagged reply `{tag, answer}` ([`answering`]; nil when
+/// the reply is `{tag}` alone), or, if the reply is not tagged with `tag`, the reply as text
+/// for the error.
+pub(crate) fn untag(reply: Value, tag: &str) -> std::result::Result<Value, String> {
+    match reply {
+        Value::Array(mut values)
+            if values.len() <= 2
+                && matches!(values.first(), Some(Value::BulkString(echoed)) if echoed == tag.as_bytes()) =>
+        {
+            Ok(if values.len() == 2 {
+                values.swap_remove(1)
+            } else {
+                Value::Nil
+            })
+        }
+        other => Err(format!("{other:?}").chars().take(200).collect()),
+    }
 }
 
 /// What a lock's value says, shared by every script that checks an owner: the owner's token,
@@ -477,5 +504,35 @@ mod tests {
     #[test]
     fn the_scripts_split_the_line_where_the_rust_side_does() {
         assert!(LINE.contains(&format!("local places_from = '{PLACES_FROM}'")));
+    }
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_reply_is_taken_only_with_its_own_tag() {
+        let answer = Value::Array(vec![Value::Int(1), Value::Int(42)]);
+        assert_eq!(
+            untag(Value::Array(vec![bulk("7"), answer.clone()]), "7"),
+            Ok(answer.clone())
+        );
+        assert_eq!(untag(Value::Array(vec![bulk("7")]), "7"), Ok(Value::Nil));
+        // Another call's reply (a success, say) is refused, as is anything untagged.
+        assert!(untag(Value::Array(vec![bulk("8"), answer.clone()]), "7").is_err());
+        assert!(untag(answer, "7").is_err());
+        assert!(untag(Value::Int(1), "7").is_err());
+        assert!(
+            untag(
+                Value::Array(vec![bulk("7"), Value::Int(1), Value::Int(2)]),
+                "7"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn tags_differ_from_call_to_call() {
+        assert_ne!(next_tag(), next_tag());
     }
 }
