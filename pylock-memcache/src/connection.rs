@@ -263,11 +263,15 @@ fn deliver(queue: &Queue, (response, tag): Tagged) -> std::result::Result<(), En
         )));
     };
     let last = front.received.len() + 1 == front.responses;
-    if tag != if last { front.tag } else { None } {
+    let due = if last { front.tag } else { None };
+    // memcached before 1.6.10 or so may answer a miss (`EN`) without the tag: taken, since a
+    // miss where a tag is due is the only response such a server leaves untagged.
+    let untagged_miss = tag.is_none() && response == Response::Miss;
+    if tag != due && !untagged_miss {
         return Err(Ended::Dropped(format!(
             "a response to another request (tag {tag:?} where {:?} was due): a request was \
              lost on the way, so the connection is replaced",
-            front.tag.filter(|_| last)
+            due
         )));
     }
     front.received.push(response);
@@ -347,5 +351,12 @@ mod tests {
         let queue = Queue::default();
         let _two = pending(&queue, 2, Some(4));
         assert!(deliver(&queue, (Response::Stored, Some(4))).is_err());
+        // An untagged miss where a tag is due is taken (older servers leave misses untagged);
+        // any other untagged response there is not.
+        let queue = Queue::default();
+        let _miss = pending(&queue, 1, Some(5));
+        assert!(deliver(&queue, (Response::Miss, None)).is_ok());
+        let _hit = pending(&queue, 1, Some(6));
+        assert!(deliver(&queue, (Response::Stored, None)).is_err());
     }
 }
