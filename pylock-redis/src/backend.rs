@@ -18,7 +18,7 @@ use crate::keys::{INTERNAL_SUFFIXES, fence_key, is_internal, line_key, notice_ch
 use crate::notices::Notices;
 use crate::scripts::{
     ACQUIRE, EXTEND, FAIR_ACQUIRE, FORCE_RELEASE, INSPECT, LEAVE_QUEUE, REDLOCK_ACQUIRE, RELEASE,
-    next_tag, untag,
+    next_tag,
 };
 
 /// Acquires (and releases) of one backend that may be in flight before further ones are
@@ -198,17 +198,14 @@ impl RedisBackend {
             Err(_) => return Err(timed_out(context, server, limit)),
         };
         // A confirmation that answers another request is an error, never a confirmation.
-        let confirmed = match untag(confirmation, &tag) {
-            Ok(answer) => {
-                redis::from_redis_value::<i64>(answer)
-                    .map_err(|e| CallError::Redis(e.into()).into_error(context, server))?
-                    == 1
-            }
-            Err(reply) => {
-                self.calls.discard(generation);
-                return Err(CallError::OutOfStep(reply).into_error(context, server));
-            }
-        };
+        let confirmed = self
+            .calls
+            .answer(confirmation, &tag, generation)
+            .and_then(|answer| {
+                redis::from_redis_value::<i64>(answer).map_err(|e| CallError::Redis(e.into()))
+            })
+            .map_err(|e| e.into_error(context, server))?
+            == 1;
         let shortfall = if !confirmed {
             format!("the master at {server} does not have the lock (lost in a failover?)")
         } else if acknowledged < wait.replicas {

@@ -169,8 +169,24 @@ impl Calls {
         self.current.get()
     }
 
+    /// The answer in `reply`, a reply tagged `tag` that came over connection `generation`;
+    /// if it answers another request instead, that connection is out of step: discarded,
+    /// and the call fails.
+    pub(crate) fn answer(
+        &self,
+        reply: Value,
+        tag: &str,
+        generation: u64,
+    ) -> std::result::Result<Value, CallError> {
+        untag(reply, tag).map_err(|reply| {
+            tracing::warn!(server = %self.server, "pylock: a reply to another request, reconnecting");
+            self.discard(generation);
+            CallError::OutOfStep(reply)
+        })
+    }
+
     /// Forgets connection `generation` if it is still a current one.
-    pub(crate) fn discard(&self, generation: u64) {
+    fn discard(&self, generation: u64) {
         self.current.forget_all_if(|(g, _)| *g == generation);
     }
 
@@ -221,13 +237,7 @@ impl Calls {
         loop {
             let (generation, mut connection) = self.current_connection().await?;
             match tokio::time::timeout(limit, script.invoke_async(&mut connection)).await {
-                Ok(Ok(value)) => {
-                    return untag(value, &tag).map_err(|reply| {
-                        tracing::warn!(server = %self.server, "pylock: a reply to another request, reconnecting");
-                        self.discard(generation);
-                        CallError::OutOfStep(reply)
-                    });
-                }
+                Ok(Ok(value)) => return self.answer(value, &tag, generation),
                 Ok(Err(error)) if error.kind() == redis::ErrorKind::Parse => {
                     tracing::warn!(%error, server = %self.server, "pylock: unreadable reply, reconnecting");
                     self.discard(generation);
