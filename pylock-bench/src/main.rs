@@ -8,7 +8,8 @@
 //!
 //! Scenarios (each run stops at `--ops` operations or `--seconds`, whichever comes first, and
 //! is repeated `--repeat` times; the table shows the median run and the spread):
-//! - `uncontended`: one task, acquire + release on fresh keys: cycle latency;
+//! - `uncontended`: one task, acquire + release on fresh keys: cycle latency, and that of the
+//!   acquire alone (`acquire_p50_us`; the release is the rest);
 //! - `throughput`: `--tasks` tasks on distinct keys of one backend: cycles per second;
 //! - `handoff`: `--waiters` tasks on one key: time from a release to the next holder's
 //!   acquire;
@@ -56,6 +57,7 @@ use pylock::{LockBackend, Locks};
 use crate::baseline::{Baseline, Pinger};
 use crate::cpu::PerCycle;
 use crate::load::Budget;
+use crate::scenarios::Cycles;
 use crate::stats::Samples;
 
 #[derive(Parser, Debug)]
@@ -122,6 +124,8 @@ struct Run {
     ops_per_s: f64,
     /// The round trip measured alongside, if any.
     rtt_us: Option<f64>,
+    /// The p50 of the acquire alone, for a scenario of acquire + release cycles.
+    acquire_p50_us: Option<f64>,
     /// CPU time per cycle, where measured.
     cpu: PerCycle,
 }
@@ -137,7 +141,21 @@ impl Run {
                 .as_mut()
                 .filter(|p| p.len() > 0)
                 .map(|p| p.quantile_us(0.5)),
+            acquire_p50_us: None,
             cpu: PerCycle::default(),
+        }
+    }
+
+    /// A run of acquire + release cycles, with the acquire's p50 on its own.
+    fn of_cycles(cycles: Cycles) -> Run {
+        let Cycles {
+            samples,
+            pings,
+            mut acquires,
+        } = cycles;
+        Run {
+            acquire_p50_us: (acquires.len() > 0).then(|| acquires.quantile_us(0.5)),
+            ..Run::of(samples, Some(pings))
         }
     }
 }
@@ -255,12 +273,12 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
         };
         let mut meter = pinger.as_ref().and_then(Pinger::redis_connection);
         let before = cpu::read(meter.as_mut()).await;
-        let (samples, pings) = scenarios::uncontended(&locks, budget, pinger.as_mut()).await;
+        let cycles = scenarios::uncontended(&locks, budget, pinger.as_mut()).await;
         let after = cpu::read(meter.as_mut()).await;
-        let cycles = samples.operations;
-        let mut run = Run::of(samples, Some(pings));
+        let count = cycles.samples.operations;
+        let mut run = Run::of_cycles(cycles);
         // Includes the server's share of the PING sent before each cycle (about 1 us).
-        run.cpu = before.per_cycle(&after, cycles);
+        run.cpu = before.per_cycle(&after, count);
         uncontended.runs.push(run);
         if !wanted("uncontended") {
             break;
@@ -329,9 +347,8 @@ async fn run(args: &Args, url: &str) -> Option<f64> {
                         runs: Vec::new(),
                     };
                     for _ in 0..repeat {
-                        let (samples, pings) =
-                            scenarios::blocking(&blocking, budget, floor.as_mut());
-                        row.runs.push(Run::of(samples, Some(pings)));
+                        let cycles = scenarios::blocking(&blocking, budget, floor.as_mut());
+                        row.runs.push(Run::of_cycles(cycles));
                     }
                     row
                 })
@@ -564,7 +581,7 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
     let (ops, ..) = row.field(|r| r.ops_per_s);
     let samples: usize = row.runs.iter().map(|r| r.samples).sum();
     format!(
-        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{},\"client_cpu_us_per_cycle\":{},\"server_cpu_us_per_cycle\":{},\"raw_client_cpu_us_per_cycle\":{},\"raw_server_cpu_us_per_cycle\":{},\"write_rtt_us\":{}}}",
+        "{{\"backend\":\"{backend}\",\"url\":\"{}\",\"scenario\":\"{}\",\"runs\":{},\"samples\":{samples},\"threads\":{},\"p50_us\":{},\"p99_us\":{},\"ops_per_s\":{},\"baseline_rtt_us\":{},\"floor_rtt_us\":{},\"raw_cycles_per_s\":{},\"script_cycles_per_s\":{},\"client_cpu_us_per_cycle\":{},\"server_cpu_us_per_cycle\":{},\"raw_client_cpu_us_per_cycle\":{},\"raw_server_cpu_us_per_cycle\":{},\"write_rtt_us\":{},\"acquire_p50_us\":{}}}",
         pylock::redact_url(url),
         row.scenario,
         row.runs.len(),
@@ -581,6 +598,7 @@ fn json(backend: &str, url: &str, row: &Row, baseline: &Baseline, args: &Args) -
         number(baseline.raw_cpu.client_us),
         number(baseline.raw_cpu.server_us),
         number(baseline.write_rtt_us),
+        number(row.optional(|r| r.acquire_p50_us)),
     )
 }
 
@@ -632,6 +650,14 @@ fn table(args: &Args, url: &str, backend: &str, rows: &[Row], baseline: &Baselin
                     .ratio_to_alongside()
                     .map(|ratio| format!("p50 = {ratio:.2} x async round trip"))
                     .unwrap_or_default();
+                let acquire = row
+                    .optional(|r| r.acquire_p50_us)
+                    .zip(row.optional(|r| Some(r.acquire_p50_us? / r.rtt_us?)))
+                    .map(|(acquire, ratio)| {
+                        format!("; acquire alone p50 {acquire:.1} us = {ratio:.2} x")
+                    })
+                    .unwrap_or_default();
+                let ratio = format!("{ratio}{acquire}");
                 match row.optional(|r| r.cpu.server_us) {
                     Some(server) => format!("{ratio}; server cpu {server:.2} us/cycle"),
                     None => format!("{ratio}{}", in_writes(p50, baseline)),

@@ -12,21 +12,22 @@ use crate::load::{Budget, in_tasks};
 use crate::stats::Samples;
 
 /// One task, fresh keys: acquire + release, one after the other. With a pinger, each cycle
-/// is preceded by a PING, timed into the second result, so cycle and round trip are measured
-/// under the same load.
+/// is preceded by a PING, timed into `pings`, so cycle and round trip are measured under the
+/// same load.
 pub(crate) async fn uncontended(
     locks: &Locks,
     budget: Budget,
     mut pinger: Option<&mut Pinger>,
-) -> (Samples, Samples) {
+) -> Cycles {
     let mut log = CycleLog::new(budget);
     for i in 0..budget.operations {
         let lock = locks.lock(format!("uncontended:{i}"));
         if let Some(pinger) = pinger.as_deref_mut() {
-            log.pings.push(pinger.ping().await);
+            log.pinged(pinger.ping().await);
         }
         let cycle = Instant::now();
         let guard = lock.acquire().await.expect("acquire");
+        log.acquired(cycle.elapsed());
         guard.release().await.expect("release");
         if !log.cycle(cycle.elapsed()) {
             break;
@@ -35,11 +36,19 @@ pub(crate) async fn uncontended(
     log.finish()
 }
 
-/// The timing of a loop of cycles, each preceded by a round trip: when to stop, and what
-/// each took.
+/// The timing of a loop of cycles, each preceded by a round trip.
+pub(crate) struct Cycles {
+    /// Each cycle, acquire + release.
+    pub(crate) samples: Samples,
+    /// The round trip before each cycle, if measured.
+    pub(crate) pings: Samples,
+    /// The acquire of each cycle alone: with `samples`, what the release took.
+    pub(crate) acquires: Samples,
+}
+
+/// Cycles being measured, and when to stop.
 struct CycleLog {
-    samples: Samples,
-    pings: Samples,
+    cycles: Cycles,
     started: std::time::Instant,
     time: Duration,
 }
@@ -47,25 +56,38 @@ struct CycleLog {
 impl CycleLog {
     fn new(budget: Budget) -> Self {
         CycleLog {
-            samples: Samples::default(),
-            pings: Samples::default(),
+            cycles: Cycles {
+                samples: Samples::default(),
+                pings: Samples::default(),
+                acquires: Samples::default(),
+            },
             started: std::time::Instant::now(),
             time: budget.time,
         }
     }
 
+    /// The round trip before the next cycle took `took`.
+    fn pinged(&mut self, took: Duration) {
+        self.cycles.pings.push(took);
+    }
+
+    /// The acquire of the current cycle took `took`.
+    fn acquired(&mut self, took: Duration) {
+        self.cycles.acquires.push(took);
+    }
+
     /// Records a cycle that took `took`; whether the time budget allows another.
     fn cycle(&mut self, took: Duration) -> bool {
-        self.samples.push(took);
+        let samples = &mut self.cycles.samples;
+        samples.push(took);
         // Cycles per second of lock work alone, without the interleaved round trips.
-        self.samples.elapsed += took;
-        self.samples.operations += 1;
+        samples.elapsed += took;
+        samples.operations += 1;
         self.started.elapsed() <= self.time
     }
 
-    /// The cycles, and the round trips.
-    fn finish(self) -> (Samples, Samples) {
-        (self.samples, self.pings)
+    fn finish(self) -> Cycles {
+        self.cycles
     }
 }
 
@@ -76,15 +98,16 @@ pub(crate) fn blocking(
     locks: &pylock::blocking::Locks,
     budget: Budget,
     mut floor: Option<&mut FloorPinger>,
-) -> (Samples, Samples) {
+) -> Cycles {
     let mut log = CycleLog::new(budget);
     for i in 0..budget.operations {
         let lock = locks.lock(format!("blocking:{i}"));
         if let Some(floor) = floor.as_deref_mut() {
-            log.pings.push(floor.ping());
+            log.pinged(floor.ping());
         }
         let cycle = std::time::Instant::now();
         let guard = lock.acquire().expect("acquire");
+        log.acquired(cycle.elapsed());
         guard.release().expect("release");
         if !log.cycle(cycle.elapsed()) {
             break;
