@@ -105,7 +105,12 @@ impl EtcdBackend {
             .with_connect_timeout(timeouts.connect)
             .with_timeout(timeouts.response);
         if let Some((user, password)) = &self.config.credentials {
-            options = options.with_user(user.clone(), password.clone());
+            // etcd forgets a token left idle for its `--auth-token-ttl` (5 minutes by
+            // default): a call refused for that authenticates again and is sent once more,
+            // instead of every call failing until the process restarts.
+            options = options
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true);
         }
         #[cfg(feature = "tls")]
         if let Some(files) = &self.config.tls {

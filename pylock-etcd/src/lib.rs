@@ -13,6 +13,13 @@
 //! every key on the server), and for `etcds://` `ca_file`, `cert_file`, `key_file`. Unknown
 //! options are errors. See [`EtcdConfig`].
 //!
+//! With authentication, the user needs read and write permission on the locks' keys: the
+//! namespace, then the key prefix (`pylock:` by default), as a prefix permission. A wrong
+//! password, a missing user or a key outside the user's permissions fails at once with a
+//! [`Backend`](pylock_core::Error::Backend) error whose source is etcd's reason; the password
+//! never appears in errors. etcd drops a token left idle for its `--auth-token-ttl` (5 minutes
+//! by default); the client then authenticates again and sends the call once more.
+//!
 //! How each operation works (see [`EtcdBackend`]): a lock is a key holding the owner's token,
 //! attached to a lease with the lock's TTL; acquire, release and extend are each one
 //! transaction that checks the key first (absent, or holding our token), and waiters watch the

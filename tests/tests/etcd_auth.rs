@@ -1,0 +1,185 @@
+//! etcd's user and password authentication (`etcd://user:password@host`) against a real
+//! member with auth enabled: a user limited to pylock's keys locks, waits and is woken, in
+//! the default and the fair mode; it
+//! keeps working after its auth token expires (etcd drops a token idle for
+//! `--auth-token-ttl`, 5 minutes by default; here 1 s); a wrong password, a missing one and a
+//! key outside the user's permissions each fail at once with a typed error that names the
+//! cause and never shows the password.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::{Permission, PermissionType};
+use pylock::{Error, Locks};
+use pylock_tests::{Kind, Needs, TestServer, raw_etcd};
+
+const ROOT_PASSWORD: &str = "root-secret-4711";
+const USER: &str = "locker";
+const PASSWORD: &str = "locker-secret-0815";
+/// The prefix the user may read and write: pylock's default key prefix.
+const ALLOWED: &str = "pylock:";
+
+/// A member whose auth tokens expire after 1 s idle, with auth enabled: `root`, and `locker`,
+/// who may read and write keys under [`ALLOWED`] only. `None` is a skip.
+async fn member() -> Option<TestServer> {
+    let server = TestServer::start(Kind::Etcd, Needs::args(&["--auth-token-ttl", "1"])).await?;
+    let mut raw = raw_etcd(server.url()).await;
+    raw.role_add("root").await.expect("role root");
+    raw.user_add("root", ROOT_PASSWORD, None)
+        .await
+        .expect("user root");
+    raw.user_grant_role("root", "root")
+        .await
+        .expect("root is root");
+    raw.role_add("pylock").await.expect("role pylock");
+    raw.role_grant_permission(
+        "pylock",
+        Permission::new(PermissionType::Readwrite, ALLOWED).with_prefix(),
+    )
+    .await
+    .expect("permission on pylock's keys");
+    raw.user_add(USER, PASSWORD, None).await.expect("user");
+    raw.user_grant_role(USER, "pylock").await.expect("role");
+    raw.auth_enable().await.expect("auth enable");
+    Some(server)
+}
+
+/// The member's URL with `user` and `password`, and short timeouts.
+fn url(server: &TestServer, credentials: &str) -> String {
+    let url = server
+        .url()
+        .replace("etcd://", &format!("etcd://{credentials}"));
+    format!("{url}?connect_timeout=2s&response_timeout=2s")
+}
+
+/// `error` and its sources, as a user's error report shows them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    message
+}
+
+/// Acquires `key` with a long timeout on `url` and expects a `Backend` error within a few
+/// seconds: a refusal is not an outage to retry until the timeout. Returns its message.
+async fn refused(url: &str, key: &str) -> String {
+    let locks = Locks::connect(url).expect("the URL parses");
+    let started = Instant::now();
+    let result = locks
+        .lock(key)
+        .timeout(Duration::from_secs(30))
+        .acquire()
+        .await;
+    let took = started.elapsed();
+    let message = match result {
+        Err(error @ Error::Backend { .. }) => chain(&error),
+        Err(other) => panic!("expected a Backend error, got {other:?}"),
+        Ok(_) => panic!("acquired on {url} against the member's permissions"),
+    };
+    assert!(
+        took < Duration::from_secs(10),
+        "refused only after {took:?}"
+    );
+    for secret in [PASSWORD, ROOT_PASSWORD] {
+        assert!(
+            !message.contains(secret),
+            "the error shows a password: {message}"
+        );
+    }
+    message
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_locks_waits_and_keeps_working_after_its_token_expires() {
+    let Some(server) = member().await else {
+        return;
+    };
+    let locks = Locks::connect(&url(&server, &format!("{USER}:{PASSWORD}@"))).expect("url");
+    let lock = locks
+        .lock("auth")
+        .timeout(Duration::from_secs(20))
+        .expires(Duration::from_secs(30));
+    let first = lock.acquire().await.expect("acquire as the user");
+    let fence = first.fence().expect("etcd gives fences");
+
+    // A waiter (its watch is made with the same token), woken by the release.
+    let waiter = tokio::spawn({
+        let lock = lock.clone();
+        async move { lock.acquire().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.release().await.expect("release as the user");
+    let second = waiter
+        .await
+        .expect("task")
+        .expect("the waiter gets the lock");
+    assert!(second.fence().expect("fence") > fence);
+    second.release().await.expect("release");
+
+    // A fair lock: its line is under the same prefix, so the same permission covers it.
+    let fair = lock.clone().fair();
+    let holder = fair.acquire().await.expect("fair acquire as the user");
+    let queued = tokio::spawn({
+        let fair = fair.clone();
+        async move { fair.acquire().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.release().await.expect("release");
+    let next = queued.await.expect("task").expect("the fair waiter's turn");
+    next.release().await.expect("release");
+
+    // Idle past the token's TTL: etcd forgets the token, and the next calls must
+    // authenticate again rather than fail until the process restarts.
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let guard = lock
+            .acquire()
+            .await
+            .unwrap_or_else(|e| panic!("acquire {round} after the token expired: {e:#}"));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        guard
+            .release()
+            .await
+            .unwrap_or_else(|e| panic!("release {round} after the token expired: {e:#}"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_or_missing_password_fails_at_once_and_is_never_shown() {
+    let Some(server) = member().await else {
+        return;
+    };
+    let wrong = refused(&url(&server, &format!("{USER}:not-{PASSWORD}@")), "auth").await;
+    assert!(wrong.contains("authentication failed"), "{wrong}");
+    assert!(!wrong.contains(&format!("not-{PASSWORD}")), "{wrong}");
+
+    let anonymous = refused(&url(&server, ""), "auth").await;
+    assert!(anonymous.contains("user name"), "{anonymous}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_outside_the_users_permissions_fails_at_once() {
+    let Some(server) = member().await else {
+        return;
+    };
+    let outside = Locks::connect(&url(&server, &format!("{USER}:{PASSWORD}@")))
+        .expect("url")
+        .key_prefix("elsewhere:");
+    let started = Instant::now();
+    let result = outside
+        .lock("auth")
+        .timeout(Duration::from_secs(30))
+        .acquire()
+        .await;
+    match result {
+        Err(error @ Error::Backend { .. }) => {
+            let message = chain(&error);
+            assert!(message.contains("permission denied"), "{message}");
+            assert!(!message.contains(PASSWORD), "{message}");
+        }
+        other => panic!("expected a Backend error, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
