@@ -1,10 +1,10 @@
 //! etcd's user and password authentication (`etcd://user:password@host`) against a real
 //! member with auth enabled: a user limited to pylock's keys locks, waits and is woken, in
-//! the default and the fair mode; it
-//! keeps working after its auth token expires (etcd drops a token idle for
-//! `--auth-token-ttl`, 5 minutes by default; here 1 s); a wrong password, a missing one and a
-//! key outside the user's permissions each fail at once with a typed error that names the
-//! cause and never shows the password.
+//! the default and the fair mode; it keeps working after its auth token expires (etcd drops a
+//! token idle for `--auth-token-ttl`, 5 minutes by default; here 1 s) and across a restart of
+//! the member; a wrong password, a missing one and a key outside
+//! the user's permissions each fail at once with a typed error that names the cause and never
+//! shows the password.
 
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,32 @@ async fn a_user_locks_waits_and_keeps_working_after_its_token_expires() {
             .await
             .unwrap_or_else(|e| panic!("release {round} after the token expired: {e:#}"));
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_restart_costs_an_authenticated_client_nothing() {
+    let Some(mut server) = member().await else {
+        return;
+    };
+    let locks = Locks::connect(&url(&server, &format!("{USER}:{PASSWORD}@"))).expect("url");
+    let lock = locks
+        .lock("restart")
+        .timeout(Duration::from_secs(20))
+        .expires(Duration::from_secs(30));
+    let mut held = lock.acquire().await.expect("acquire as the user");
+    let fence = held.fence().expect("fence");
+
+    // Restarted on its data dir: the lock, the users and the client's token (an
+    // authentication is an entry of the member's log, replayed at start) are kept.
+    server.restart().await;
+
+    held.extend(Duration::from_secs(30))
+        .await
+        .expect("the lock, still ours, extended after the restart");
+    held.release().await.expect("release after the restart");
+    let next = lock.acquire().await.expect("acquire after the restart");
+    assert!(next.fence().expect("fence") > fence);
+    next.release().await.expect("release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
