@@ -2,9 +2,8 @@
 //! member with auth enabled: a user limited to pylock's keys locks, waits and is woken, in
 //! the default and the fair mode; it keeps working after its auth token expires (etcd drops a
 //! token idle for `--auth-token-ttl`, 5 minutes by default; here 1 s) and across a restart of
-//! the member; a wrong password, a missing one and a key outside
-//! the user's permissions each fail at once with a typed error that names the cause and never
-//! shows the password.
+//! the member; a wrong password, a missing one and a key outside the user's permissions each
+//! fail at once with a typed error that names the cause and never shows the password.
 
 use std::time::{Duration, Instant};
 
