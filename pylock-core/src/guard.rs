@@ -171,7 +171,7 @@ pub(crate) fn release_in_background(
 ) {
     match tokio::runtime::Handle::try_current() {
         Ok(runtime) => {
-            runtime.spawn(async move {
+            crate::background::spawn(&runtime, async move {
                 match backend.release(&server_key, &token).await {
                     Ok(_) => tracing::debug!(%key, "pylock: released in the background"),
                     Err(error) => tracing::warn!(

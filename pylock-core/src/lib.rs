@@ -155,6 +155,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod backend;
+mod background;
 mod error;
 mod guard;
 mod hold;
@@ -177,6 +178,7 @@ mod wait;
 pub mod conformance;
 
 pub use backend::{Capabilities, Holder, LockBackend};
+pub use background::settle;
 pub use error::{BoxError, Error, Result};
 pub use guard::LockGuard;
 pub use hold::LostReason;

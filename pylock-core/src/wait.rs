@@ -298,7 +298,7 @@ impl Drop for Unsettled {
                 self.server_key.clone(),
                 self.token,
             );
-            runtime.spawn(async move {
+            crate::background::spawn(&runtime, async move {
                 if let Err(error) = backend.leave_queue(&server_key, &token).await {
                     tracing::debug!(%error, "pylock: leaving the queue failed; the waiter lapses");
                 }

@@ -22,7 +22,7 @@ pub use pylock_core::{
     Backoff, BoxError, Capabilities, DEFAULT_EXPIRES, DEFAULT_FAIR_PATIENCE, DEFAULT_KEY_PREFIX,
     DEFAULT_TIMEOUT, DEFAULT_URL, Error, FINAL_ATTEMPT_GRACE, Holder, Lock, LockBackend, LockGuard,
     Locks, LostReason, MAX_EXPIRES, MemoryBackend, NO_LIMIT, Registry, Result, Settings, URL_ENV,
-    memory, raw, redact_url,
+    memory, raw, redact_url, settle,
 };
 
 /// `open://`: always acquires, never blocks. For tests only; it is not a lock.
