@@ -11,7 +11,8 @@
 //! Exit codes of `pylock run`: the command's own (128 + N if signal N ended it); 75 if the
 //! lock was not had within the timeout; 76 if the lock was lost and the command stopped;
 //! 64 for bad usage or no lock server; 70 if the lock server failed; 126 if the command could
-//! not be executed, 127 if it was not found.
+//! not be executed, 127 if it was not found; 128 + N if signal N came while waiting for the
+//! lock (the command never started).
 
 mod exit;
 mod job;
@@ -34,7 +35,8 @@ use crate::run::RunCommand;
     about = "Run a command only while holding a distributed lock",
     after_help = "Exit codes of `run`: the command's own (128+N if signal N ended it); \
                   75 lock not had within --timeout; 76 lock lost, command stopped; \
-                  64 bad usage or no lock server; 70 lock server failed; 126 command not executable; 127 command not found."
+                  64 bad usage or no lock server; 70 lock server failed; 126 command not executable; 127 command not found; \
+                  128+N signal N while waiting for the lock (command not started)."
 )]
 struct Cli {
     /// The lock server, e.g. redis://127.0.0.1:6379 or memcache://127.0.0.1:11211.
@@ -144,6 +146,10 @@ fn locks(cli: &Cli) -> Result<Locks, Failure> {
     }
     Ok(pylock::connect(url)?.key_prefix(cli.key_prefix.clone()))
 }
+
+/// The longest `pylock` waits before exiting for the library's background work: one call, which
+/// takes at most the URL's timeouts (one second each by default).
+const SETTLE: Duration = Duration::from_secs(5);
 
 async fn main_result(cli: Cli) -> Result<u8, Failure> {
     let locks = locks(&cli)?;
@@ -296,7 +302,15 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return Failure::new(code::ERROR, format!("cannot start: {error}")).report(),
     };
-    match runtime.block_on(main_result(cli)) {
+    let result = runtime.block_on(async {
+        let result = main_result(cli).await;
+        // A wait given up (a stop signal, a timeout) or a guard dropped leaves the library a
+        // release or a departure from a fair line to finish in the background: let it, so the
+        // lock is free now rather than when its TTL or the waiter's patience runs out.
+        pylock::settle(SETTLE).await;
+        result
+    });
+    match result {
         Ok(code) => ExitCode::from(code),
         // Like `flock -n`, a quiet run says nothing when the lock is simply taken: a cron job
         // that overlaps another host's must not mail every time.

@@ -4,7 +4,8 @@
 //! TTL, another owner took it, the hold bound ran out, this process was paused), the command's
 //! whole process group is stopped: the termination signal, then SIGKILL after the grace
 //! period. SIGTERM, SIGINT, SIGHUP and SIGQUIT are passed on to the group, and the lock is
-//! released once the group is gone. If `pylock` itself dies, the job dies with it (see
+//! released once the group is gone; one of them before the lock was had ends the wait, and
+//! the command never starts. If `pylock` itself dies, the job dies with it (see
 //! [`crate::job`]).
 
 use std::process::ExitStatus;
@@ -81,7 +82,10 @@ impl RunCommand {
         let mut signals = Forwarded::listen()?;
         become_subreaper();
 
-        let guard = self.acquire().await?;
+        let guard = tokio::select! {
+            acquired = self.acquire() => acquired?,
+            received = signals.next() => return Ok(self.stopped_while_waiting(received)),
+        };
         let mut env = vec![("PYLOCK_KEY", self.key.clone())];
         if let Some(fence) = guard.fence() {
             env.push(("PYLOCK_FENCE", fence.to_string()));
@@ -118,6 +122,18 @@ impl RunCommand {
             self.stop(&mut job).await;
         }
         self.release(guard, exit_code(status)).await
+    }
+
+    /// A stop signal came before the lock did: the command never starts, and the wait is given
+    /// up (what it leaves, an attempt in flight that may have taken the lock or a fair
+    /// waiter's place in line, is released before `pylock` exits: see `main`). The exit code
+    /// is a signal's, 128 + N.
+    fn stopped_while_waiting(&self, received: Signal) -> u8 {
+        self.say(&format!(
+            "{received} while waiting for lock {:?}; the command was not started",
+            self.key
+        ));
+        128u8.saturating_add(u8::try_from(received as i32).unwrap_or(0))
     }
 
     /// How long the wait may last, for messages.

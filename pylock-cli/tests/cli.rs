@@ -1,7 +1,8 @@
 //! The `pylock` command against real servers: runs never overlap, a paused holder has its
 //! command stopped and exits with the lost-lock code while another process takes the lock,
-//! renewal keeps a lock for several TTLs, the hold bound ends a stuck holder, and the exit
-//! codes and messages are what the docs say.
+//! renewal keeps a lock for several TTLs, the hold bound ends a stuck holder, a stop signal
+//! or a timeout while waiting never starts the command and leaves nothing behind (a fair
+//! waiter's place goes at once), and the exit codes and messages are what the docs say.
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -750,4 +751,146 @@ async fn the_url_from_a_file_and_rust_log_work() {
     let run = output(&mut command).await;
     assert_eq!(run.status.code(), Some(0), "{}", text(&run));
     assert!(run.stderr.is_empty(), "{}", text(&run));
+}
+
+/// Reads `stderr` until a line contains `wanted`; the lines read.
+async fn until_said(stderr: &mut tokio::process::ChildStderr, wanted: &str) -> String {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(stderr).lines();
+    let mut said = String::new();
+    let read = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            said.push_str(&line);
+            said.push('\n');
+            if line.contains(wanted) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .unwrap_or_else(|_| panic!("never said {wanted:?}: {said}"));
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_signal_while_waiting_ends_the_wait_and_never_starts_the_command() {
+    for kind in [Kind::Redis, Kind::Etcd] {
+        let Some(server) = TestServer::start(kind, Needs::any()).await else {
+            return;
+        };
+        let locks = pylock::connect(server.url()).expect("url");
+        let dir = scratch(&format!("stopped-waiter-{kind:?}"));
+        for (name, number, fair) in [("-TERM", 15, false), ("-INT", 2, true)] {
+            let key = format!("stopped-{}-{fair}", std::process::id());
+            let lock = locks.lock(key.as_str()).expires(Duration::from_secs(60));
+            let lock = if fair { lock.fair() } else { lock };
+            let held = lock.acquire().await.expect("the holder");
+            let ran = dir.join(format!("ran-{fair}"));
+            let mut run = vec!["run", "--timeout", "60"];
+            if fair {
+                run.push("--fair");
+            }
+            let mut waiter = pylock(server.url())
+                .args(run)
+                .args([key.as_str(), "--", "touch"])
+                .arg(&ran)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn");
+            let mut stderr = waiter.stderr.take().expect("stderr");
+            until_said(&mut stderr, "waiting").await;
+            // A fair waiter behind it: it is served when the holder is done only if the stopped
+            // one left the line, rather than after the stopped one's patience (15 s).
+            let behind = fair.then(|| {
+                let lock = lock.clone().timeout(Duration::from_secs(7));
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    lock.acquire().await
+                })
+            });
+            tokio::time::sleep(Duration::from_secs(1)).await;
+
+            signal(waiter.id().expect("pid"), name);
+            let status = tokio::time::timeout(Duration::from_secs(15), waiter.wait())
+                .await
+                .expect("the stopped waiter exits")
+                .expect("wait");
+            let said = until_said(&mut stderr, "not started").await;
+            assert_eq!(status.code(), Some(128 + number), "{kind:?} {name}: {said}");
+            assert!(
+                !ran.exists(),
+                "{kind:?} {name}: the command ran after the stop"
+            );
+
+            held.release().await.expect("the holder releases");
+            let next = match behind {
+                Some(behind) => behind.await.expect("task"),
+                None => lock.clone().timeout(Duration::ZERO).acquire().await,
+            };
+            next.unwrap_or_else(|e| {
+                panic!("{kind:?} {name}: the stopped waiter left something behind: {e}")
+            })
+            .release()
+            .await
+            .expect("release");
+            assert!(
+                !ran.exists(),
+                "{kind:?} {name}: the command ran after the stop"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fair_wait_that_times_out_leaves_the_line_before_exiting() {
+    for kind in [Kind::Redis, Kind::Etcd] {
+        let Some(server) = TestServer::start(kind, Needs::any()).await else {
+            return;
+        };
+        let locks = pylock::connect(server.url()).expect("url");
+        let key = format!("fair-timeout-{}", std::process::id());
+        let lock = locks
+            .lock(key.as_str())
+            .expires(Duration::from_secs(60))
+            .fair();
+        let held = lock.acquire().await.expect("the holder");
+        let mut waiter = pylock(server.url())
+            .args([
+                "run",
+                "--fair",
+                "--timeout",
+                "2",
+                key.as_str(),
+                "--",
+                "true",
+            ])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let mut stderr = waiter.stderr.take().expect("stderr");
+        until_said(&mut stderr, "waiting").await;
+        // Behind it in line; served when the holder is done only if the timed-out waiter left
+        // the line, rather than after its patience (15 s).
+        let behind = tokio::spawn({
+            let lock = lock.clone().timeout(Duration::from_secs(7));
+            async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                lock.acquire().await
+            }
+        });
+        let status = tokio::time::timeout(Duration::from_secs(15), waiter.wait())
+            .await
+            .expect("the waiter gives up")
+            .expect("wait");
+        assert_eq!(status.code(), Some(TIMEOUT), "{kind:?}");
+        held.release().await.expect("the holder releases");
+        behind
+            .await
+            .expect("task")
+            .unwrap_or_else(|e| panic!("{kind:?}: the timed-out waiter kept its place: {e}"))
+            .release()
+            .await
+            .expect("release");
+    }
 }
