@@ -447,11 +447,15 @@ fn tls_options(files: &pylock_core::raw::TlsFiles) -> etcd_client::TlsOptions {
     }
 }
 
-/// Whether `error` is a failure to connect to a member: the request was never sent.
+/// Whether `error` is a failure to connect to a member: the request was never sent. The
+/// connector says `tcp connect error` for a member that is down and `dns error` for a name
+/// that does not resolve (a typo, a member whose record is gone).
 fn never_reached_a_member(error: &etcd_client::Error) -> bool {
     match error {
         etcd_client::Error::GRpcStatus(status) => {
-            status.code() == tonic::Code::Unavailable && status.message().contains("connect")
+            let message = status.message();
+            status.code() == tonic::Code::Unavailable
+                && (message.contains("connect") || message.contains("dns error"))
         }
         etcd_client::Error::TransportError(_) => true,
         _ => false,

@@ -1,10 +1,10 @@
 //! The etcd backend against real etcd: what a consensus store gives that Redis cannot (a held
 //! lock and its fence outlive a restart of the member on its data dir, the death of the leader
 //! of a three-member cluster while the lock is held and others wait, its leader frozen, and a
-//! restart of the whole cluster), a holder cut off
-//! by a partition told of its loss before the next holder gets in, a dead member reported in
-//! time, operators' tools that touch only locks, and the leases the backend reuses between
-//! attempts (never one lease for two keys, never less life than the lock's TTL). The
+//! restart of the whole cluster), a holder cut off by a partition told of its loss before the
+//! next holder gets in, a dead member reported in time, a member whose name does not resolve
+//! costing nothing, operators' tools that touch only locks, and the leases the backend reuses
+//! between attempts (never one lease for two keys, never less life than the lock's TTL). The
 //! conformance suite runs in conformance.rs.
 
 use std::time::Duration;
@@ -64,6 +64,42 @@ async fn a_held_lock_and_its_fence_outlive_a_member_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_member_is_a_clear_error_within_the_timeout() {
     faults::a_dead_server_is_reported_in_time(Kind::Etcd, "etcd").await;
+}
+
+/// A member list with a name that does not resolve (a typo, a decommissioned member whose DNS
+/// record is gone) and a live member: requests sent to the first never left, so they go to
+/// the live one and every call succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_name_does_not_resolve_costs_a_caller_nothing() {
+    let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
+        return;
+    };
+    // `.invalid` never resolves (RFC 2606); the resolver says so without asking the network.
+    for url in [
+        format!("{},no-such-member.invalid:2379", server.url()),
+        server
+            .url()
+            .replace("etcd://", "etcd://no-such-member.invalid:2379,"),
+    ] {
+        let locks = locks(&url);
+        for round in 0..20 {
+            let lock = locks.lock(format!("dns-{round}"));
+            let guard = lock
+                .clone()
+                .timeout(Duration::ZERO)
+                .acquire()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: acquire {round}: {e:#}"));
+            assert!(
+                lock.inspect().await.expect("inspect").is_some(),
+                "{url}: held"
+            );
+            guard
+                .release()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: release {round}: {e:#}"));
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
