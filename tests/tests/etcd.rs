@@ -67,8 +67,8 @@ async fn a_dead_member_is_a_clear_error_within_the_timeout() {
 }
 
 /// A member list with a name that does not resolve (a typo, a decommissioned member whose DNS
-/// record is gone) and a live member: requests sent to the first never left, so they go to
-/// the live one and every call succeeds.
+/// record is gone), perhaps a member that is down, and a live member: requests sent to the
+/// others never left, so they go to the live one and every call succeeds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_name_does_not_resolve_costs_a_caller_nothing() {
     let Some(server) = TestServer::start(Kind::Etcd, Needs::any()).await else {
@@ -80,6 +80,10 @@ async fn a_member_whose_name_does_not_resolve_costs_a_caller_nothing() {
         server
             .url()
             .replace("etcd://", "etcd://no-such-member.invalid:2379,"),
+        // With a member that is down too.
+        server
+            .url()
+            .replace("etcd://", "etcd://no-such-member.invalid:2379,127.0.0.1:1,"),
     ] {
         let locks = locks(&url);
         for round in 0..20 {
