@@ -773,6 +773,26 @@ async fn until_said(stderr: &mut tokio::process::ChildStderr, wanted: &str) -> S
     said
 }
 
+/// Starts `command` (a `pylock run` on a held lock) and returns once it says it waits, with its
+/// stderr for what it says next.
+async fn started_waiting(command: &mut Command) -> (Child, tokio::process::ChildStderr) {
+    let mut waiter = command.stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut stderr = waiter.stderr.take().expect("stderr");
+    until_said(&mut stderr, "waiting").await;
+    (waiter, stderr)
+}
+
+/// A fair waiter on `lock` that joins the line half a second from now, behind one already
+/// waiting, and gives up after 7 s: it gets the lock when the holder is done only if the one
+/// ahead of it left the line, rather than after that one's patience (15 s).
+fn behind(lock: &pylock::Lock) -> tokio::task::JoinHandle<pylock::Result<pylock::LockGuard>> {
+    let lock = lock.clone().timeout(Duration::from_secs(7));
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        lock.acquire().await
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_signal_while_waiting_ends_the_wait_and_never_starts_the_command() {
     for kind in [Kind::Redis, Kind::Etcd] {
@@ -791,24 +811,14 @@ async fn a_stop_signal_while_waiting_ends_the_wait_and_never_starts_the_command(
             if fair {
                 run.push("--fair");
             }
-            let mut waiter = pylock(server.url())
-                .args(run)
-                .args([key.as_str(), "--", "touch"])
-                .arg(&ran)
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn");
-            let mut stderr = waiter.stderr.take().expect("stderr");
-            until_said(&mut stderr, "waiting").await;
-            // A fair waiter behind it: it is served when the holder is done only if the stopped
-            // one left the line, rather than after the stopped one's patience (15 s).
-            let behind = fair.then(|| {
-                let lock = lock.clone().timeout(Duration::from_secs(7));
-                tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    lock.acquire().await
-                })
-            });
+            let (mut waiter, mut stderr) = started_waiting(
+                pylock(server.url())
+                    .args(run)
+                    .args([key.as_str(), "--", "touch"])
+                    .arg(&ran),
+            )
+            .await;
+            let behind = fair.then(|| behind(&lock));
             tokio::time::sleep(Duration::from_secs(1)).await;
 
             signal(waiter.id().expect("pid"), name);
@@ -855,30 +865,17 @@ async fn a_fair_wait_that_times_out_leaves_the_line_before_exiting() {
             .expires(Duration::from_secs(60))
             .fair();
         let held = lock.acquire().await.expect("the holder");
-        let mut waiter = pylock(server.url())
-            .args([
-                "run",
-                "--fair",
-                "--timeout",
-                "2",
-                key.as_str(),
-                "--",
-                "true",
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let mut stderr = waiter.stderr.take().expect("stderr");
-        until_said(&mut stderr, "waiting").await;
-        // Behind it in line; served when the holder is done only if the timed-out waiter left
-        // the line, rather than after its patience (15 s).
-        let behind = tokio::spawn({
-            let lock = lock.clone().timeout(Duration::from_secs(7));
-            async move {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                lock.acquire().await
-            }
-        });
+        let (mut waiter, _stderr) = started_waiting(pylock(server.url()).args([
+            "run",
+            "--fair",
+            "--timeout",
+            "2",
+            key.as_str(),
+            "--",
+            "true",
+        ]))
+        .await;
+        let behind = behind(&lock);
         let status = tokio::time::timeout(Duration::from_secs(15), waiter.wait())
             .await
             .expect("the waiter gives up")
