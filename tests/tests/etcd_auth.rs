@@ -95,20 +95,10 @@ async fn refused(locks: &Locks) -> String {
     message
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_user_locks_waits_and_keeps_working_after_its_token_expires() {
-    let Some(server) = member().await else {
-        return;
-    };
-    let locks = as_user(&server);
-    let lock = locks
-        .lock("auth")
-        .timeout(Duration::from_secs(20))
-        .expires(Duration::from_secs(30));
+/// `lock` taken, a waiter queued, the lock released: the waiter gets it, with a higher fence.
+async fn handed_over(lock: &pylock::Lock) {
     let first = lock.acquire().await.expect("acquire as the user");
     let fence = first.fence().expect("etcd gives fences");
-
-    // A waiter (its watch is made with the same token), woken by the release.
     let waiter = tokio::spawn({
         let lock = lock.clone();
         async move { lock.acquire().await }
@@ -121,18 +111,22 @@ async fn a_user_locks_waits_and_keeps_working_after_its_token_expires() {
         .expect("the waiter gets the lock");
     assert!(second.fence().expect("fence") > fence);
     second.release().await.expect("release");
+}
 
-    // A fair lock: its line is under the same prefix, so the same permission covers it.
-    let fair = lock.clone().fair();
-    let holder = fair.acquire().await.expect("fair acquire as the user");
-    let queued = tokio::spawn({
-        let fair = fair.clone();
-        async move { fair.acquire().await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    holder.release().await.expect("release");
-    let next = queued.await.expect("task").expect("the fair waiter's turn");
-    next.release().await.expect("release");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_locks_waits_and_keeps_working_after_its_token_expires() {
+    let Some(server) = member().await else {
+        return;
+    };
+    let locks = as_user(&server);
+    let lock = locks
+        .lock("auth")
+        .timeout(Duration::from_secs(20))
+        .expires(Duration::from_secs(30));
+    // A waiter (its watch is made with the same token), woken by the release; and a fair
+    // lock, whose line is under the same prefix, so the same permission covers it.
+    handed_over(&lock).await;
+    handed_over(&lock.clone().fair()).await;
 
     // Idle past the token's TTL: etcd forgets the token, and the next calls must
     // authenticate again rather than fail until the process restarts.
